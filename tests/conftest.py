@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+DATA_ROOT = os.environ.get("METAQ_DATA", str(REPO / "data"))
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The full MNIST as in-memory tensors (obtained by the set-up step; converted if needed)."""
+    from metaq_utils.data import load_mnist
+    return load_mnist(DATA_ROOT, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def small_mnist(mnist):
+    """A 2,048-image training subset and 1,000 test images: fast training tests."""
+    from metaq_utils.data import MNISTTensors
+    return MNISTTensors(mnist.train_x[:2048], mnist.train_y[:2048], mnist.test_x[:1000], mnist.test_y[:1000])
