@@ -1,7 +1,12 @@
 """Command line: ``python -m metaq_utils <command>``.
 
-Commands: ``data`` (obtain and verify MNIST), ``train`` (train a network, save the best
-checkpoint), ``evaluate PATH`` (accuracy and size of a checkpoint).
+  data                      obtain and verify MNIST (offline-capable)
+  train                     train LeNet-5 with the METaQ term (or plain), save the best checkpoint
+  pipeline                  train → C_Q sweep → code with every codec → decode → table (the main job)
+  quantize CKPT             post-training quantization (one C_Q, or a sweep) → quantized checkpoint
+  compress CKPT             quantize and write a compressed model file
+  decompress FILE           compressed file → plain state_dict file (torch.save)
+  evaluate PATH             a checkpoint or a compressed file → accuracy, size, ratio (--json)
 """
 from __future__ import annotations
 
@@ -13,6 +18,49 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
+    from .regularizer import VARIANTS
+    g = p.add_argument_group("training (defaults: the thesis' best configuration, spec §3)")
+    g.add_argument("--arch", default="lenet5", choices=["lenet5", "lenet300100"])
+    g.add_argument("--epochs", type=int, default=default_epochs)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--lr", type=float, default=7e-4)
+    g.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--no-augment", action="store_true")
+    g.add_argument("--init", default="uniform", choices=["uniform", "default"],
+                   help="uniform in [w0 - r, w0 + r] (thesis) or PyTorch's default")
+    m = p.add_argument_group("METaQ term")
+    m.add_argument("--variant", default="thesis", choices=list(VARIANTS) + ["plain"],
+                   help="'plain' trains without any regularizer")
+    m.add_argument("--C", type=int, default=6)
+    m.add_argument("--w0", type=float, default=-0.11)
+    m.add_argument("--r", type=float, default=1.114)
+    m.add_argument("--lam", type=float, default=0.0015)
+    m.add_argument("--alpha", type=float, default=0.533)
+    m.add_argument("--R", default="l2", choices=["l2", "l1"])
+    m.add_argument("--method", default="fista", choices=["dss", "fista", "pbm_thesis", "bundle"])
+    m.add_argument("--iterations", type=int, default=15)
+    m.add_argument("--zeta", type=float, default=1e5)
+    p.add_argument("--name", default="metaq_lenet5", help="file stem of the saved models")
+    p.add_argument("--checkpoint", default=None, help="last-epoch checkpoint, for --resume")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _configs(args):
+    from .regularizer import METaQConfig
+    from .training import TrainConfig
+    train_cfg = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, optimizer="adam",
+                            lr=args.lr, betas=(0.9, 0.99), augment=not args.no_augment, seed=args.seed,
+                            init=args.init, init_low=args.w0 - args.r, init_high=args.w0 + args.r,
+                            lr_schedule=args.lr_schedule)
+    metaq = None if args.variant == "plain" else METaQConfig(
+        C=args.C, w0=args.w0, r=args.r, lam=args.lam, alpha=args.alpha, R=args.R, method=args.method,
+        iterations=args.iterations, zeta=args.zeta, variant=args.variant)
+    return train_cfg, metaq
+
+
 def _cmd_data(args) -> int:
     from .data import ensure_mnist
     source = ensure_mnist(args.root, verbose=not args.quiet)
@@ -22,42 +70,122 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    import torch
+    from .checkpoints import BEFORE_DIR
     from .data import load_mnist
-    from .training import TrainConfig, make_model, train
-    torch.set_num_threads(args.threads)
-    config = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         optimizer=args.optimizer, weight_decay=args.weight_decay,
-                         augment=not args.no_augment, seed=args.seed, lr_schedule=args.lr_schedule)
-    data = load_mnist(args.root)
-    model = make_model(config)
-    result = train(model, data, config, best_path=args.out, checkpoint_path=args.checkpoint,
-                   resume=args.resume, progress=not args.quiet)
-    best = max(result.history, key=lambda r: r["test_accuracy"])
-    print(f"final test accuracy {100 * result.final['test_accuracy']:.2f} % after {result.final['epoch']} epochs; "
-          f"best {100 * best['test_accuracy']:.2f} % at epoch {best['epoch']} saved to {args.out}")
+    from .regularizer import METaQRegularizer
+    from .training import make_model, train
+    train_cfg, metaq = _configs(args)
+    data = load_mnist(args.root, verbose=False)
+    model = make_model(train_cfg)
+    reg = METaQRegularizer(model, metaq) if metaq is not None else None
+    out = Path(args.out) if args.out else BEFORE_DIR / f"{args.name}.pt"
+    res = train(model, data, train_cfg, regularizer=reg, best_path=out, checkpoint_path=args.checkpoint,
+                resume=args.resume, progress=not args.quiet)
+    best = max(res.history, key=lambda r: r["test_accuracy"])
+    print(f"final test accuracy {100 * res.final['test_accuracy']:.2f} % after {res.final['epoch']} epochs; "
+          f"best {100 * best['test_accuracy']:.2f} % at epoch {best['epoch']} saved to {out}")
+    if args.history:
+        Path(args.history).write_text(json.dumps(res.history, indent=1))
+    return 0
+
+
+def _cmd_pipeline(args) -> int:
+    from .data import load_mnist
+    from .pipeline import default_cq_values, format_table, run_pipeline
+    train_cfg, metaq = _configs(args)
+    data = load_mnist(args.root, verbose=False)
+    res = run_pipeline(data, train_cfg, metaq, name=args.name,
+                       cq_values=default_cq_values(args.max_cq), tolerance=args.tolerance,
+                       progress=not args.quiet, checkpoint_path=args.checkpoint, resume=args.resume,
+                       use_best=not args.use_final,
+                       **({"before_dir": args.out_dir, "after_dir": args.out_dir} if args.out_dir else {}))
+    print()
+    print(format_table(res))
+    print(f"checkpoints: {res.before_path} (before), {res.after_path} (after); compressed files beside it")
+    if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(res.to_dict(), indent=1))
+        print(f"results written to {args.results}")
+    return 0
+
+
+def _cmd_quantize(args) -> int:
+    from .checkpoints import AFTER_DIR, load_checkpoint, save_checkpoint
+    from .data import load_mnist
+    from .grid import Grid
+    from .pipeline import default_cq_values
+    from .ptq import quantize_model, select_point, sweep_cq
+    from .quantization import entropy_bits
+    from .training import evaluate
+    ck = load_checkpoint(args.checkpoint)
+    model = ck.build_model()
+    data = load_mnist(args.root, verbose=False)
+    if args.cq is None:
+        unq = evaluate(model, data.test_x, data.test_y)["accuracy"]
+        pts = sweep_cq(model, data.test_x, data.test_y, default_cq_values(args.max_cq), w0=args.w0, r=args.r)
+        cq = select_point(pts, unq, args.tolerance).C_Q
+    else:
+        cq = args.cq
+    grid = Grid(args.w0, args.r, cq)
+    q, idx = quantize_model(model, grid)
+    acc = evaluate(q, data.test_x, data.test_y)["accuracy"]
+    out = Path(args.out) if args.out else AFTER_DIR / f"{Path(args.checkpoint).stem}_CQ{cq}.pt"
+    save_checkpoint(out, q, ck.arch, config={**ck.config, "quantized_from": str(args.checkpoint)},
+                    metrics={"accuracy": acc, "entropy_bits": entropy_bits(idx), "C_Q": cq},
+                    grid={"w0": grid.w0, "r": grid.r, "C": cq})
+    print(f"C_Q = {cq}: test accuracy {100 * acc:.2f} %, entropy {entropy_bits(idx):,.0f} bits → {out}")
+    return 0
+
+
+def _cmd_compress(args) -> int:
+    from .checkpoints import atomic_write_bytes, load_checkpoint
+    from .grid import Grid
+    from .pipeline import compress_model
+    ck = load_checkpoint(args.checkpoint)
+    g = ck.grid or {}
+    cq = args.cq or g.get("C")
+    if cq is None:
+        raise SystemExit("compress: the checkpoint has no grid; pass --cq (and --w0/--r)")
+    grid = Grid(args.w0 if args.w0 is not None else g.get("w0", -0.11),
+                args.r if args.r is not None else g.get("r", 1.114), int(cq))
+    data = compress_model(ck.build_model(), ck.arch, grid, args.codec)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(f".{args.codec}.mtq")
+    atomic_write_bytes(out, data)
+    print(f"{out}: {8 * len(data):,} bits ({32 * ck.n_params / (8 * len(data)):.2f}×), codec {args.codec}, C_Q = {cq}")
+    return 0
+
+
+def _cmd_decompress(args) -> int:
+    import io
+
+    import torch
+    from .checkpoints import atomic_write_bytes
+    from .fileformat import read_compressed
+    from .pipeline import model_from_compressed
+    cm = read_compressed(args.file)
+    model = model_from_compressed(cm)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    out = Path(args.out) if args.out else Path(args.file).with_suffix(".state_dict.pt")
+    atomic_write_bytes(out, buf.getvalue())
+    print(f"{args.file} ({cm.arch}, {cm.file_bits:,} bits) → plain state_dict {out}")
     return 0
 
 
 def _cmd_evaluate(args) -> int:
-    import torch
-    from .checkpoints import load_checkpoint
     from .data import load_mnist
+    from .pipeline import load_any
     from .training import evaluate
-    torch.set_num_threads(args.threads)
-    path = Path(args.path)
-    ckpt = load_checkpoint(path)
-    model = ckpt.build_model()
-    file_bits = path.stat().st_size * 8
+    model, arch, file_bits, n = load_any(args.path)
     data = load_mnist(args.root, verbose=False)
     acc = evaluate(model, data.test_x, data.test_y)["accuracy"]
-    out = {"path": str(path), "arch": ckpt.arch, "accuracy": acc, "file_bits": file_bits,
-           "n_params": ckpt.n_params, "compression_ratio": 32 * ckpt.n_params / file_bits}
+    out = {"path": str(args.path), "arch": arch, "accuracy": acc, "file_bits": file_bits, "n_params": n,
+           "compression_ratio": 32 * n / file_bits}
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{path}: {ckpt.arch}, test accuracy {100 * acc:.2f} %, {file_bits:,} bits "
-              f"({out['compression_ratio']:.2f}× against {32 * ckpt.n_params:,} bits of float32)")
+        print(f"{args.path}: {arch}, test accuracy {100 * acc:.2f} %, {file_bits:,} bits "
+              f"({out['compression_ratio']:.2f}× against {32 * n:,} bits of float32)")
     return 0
 
 
@@ -72,24 +200,46 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=_cmd_data)
 
-    t = sub.add_parser("train", help="train a network without the entropy term")
-    t.add_argument("--arch", default="lenet5", choices=["lenet5", "lenet300100"])
-    t.add_argument("--epochs", type=int, default=12)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    t.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--no-augment", action="store_true")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="BestModelsBeforeQuantization/lenet5_plain.pt",
-                   help="where the best checkpoint goes")
-    t.add_argument("--checkpoint", default=None, help="last-epoch checkpoint (for --resume)")
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--quiet", action="store_true")
+    t = sub.add_parser("train", help="train with the METaQ term (or --variant plain)")
+    _add_metaq_args(t, default_epochs=144)
+    t.add_argument("--out", default=None, help="best checkpoint (default BestModelsBeforeQuantization/NAME.pt)")
+    t.add_argument("--history", default=None, help="write the per-epoch metrics as JSON here")
     t.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("evaluate", help="test accuracy and size of a checkpoint")
+    pl = sub.add_parser("pipeline", help="train → quantize → code → decode → table")
+    _add_metaq_args(pl, default_epochs=30)
+    pl.add_argument("--max-cq", type=int, default=1024, help="sweep C_Q in [2, 64] and up to this value")
+    pl.add_argument("--tolerance", type=float, default=0.001, help="accuracy drop allowed by the C_Q selection")
+    pl.add_argument("--results", default=None, help="write the full results as JSON here")
+    pl.add_argument("--out-dir", default=None, help="save checkpoints and files here instead of the two model folders")
+    pl.add_argument("--use-final", action="store_true", help="quantize the final epoch, not the best one")
+    pl.set_defaults(func=_cmd_pipeline)
+
+    q = sub.add_parser("quantize", help="post-training quantization of a checkpoint")
+    q.add_argument("checkpoint")
+    q.add_argument("--cq", type=int, default=None, help="buckets; omit to sweep and select")
+    q.add_argument("--w0", type=float, default=-0.11)
+    q.add_argument("--r", type=float, default=1.114)
+    q.add_argument("--max-cq", type=int, default=1024)
+    q.add_argument("--tolerance", type=float, default=0.001)
+    q.add_argument("--out", default=None)
+    q.set_defaults(func=_cmd_quantize)
+
+    c = sub.add_parser("compress", help="quantize a checkpoint and write a compressed model file")
+    c.add_argument("checkpoint")
+    c.add_argument("--cq", type=int, default=None, help="buckets (default: the checkpoint's grid)")
+    c.add_argument("--w0", type=float, default=None)
+    c.add_argument("--r", type=float, default=None)
+    c.add_argument("--codec", default="range", choices=["huffman", "range", "gzip9", "zstd22", "raw"])
+    c.add_argument("--out", default=None)
+    c.set_defaults(func=_cmd_compress)
+
+    x = sub.add_parser("decompress", help="compressed file → plain state_dict file")
+    x.add_argument("file")
+    x.add_argument("--out", default=None)
+    x.set_defaults(func=_cmd_decompress)
+
+    e = sub.add_parser("evaluate", help="accuracy and size of a checkpoint or compressed file")
     e.add_argument("path")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_evaluate)
@@ -98,7 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    import torch
+    torch.set_num_threads(args.threads)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:   # CheckpointError, CompressedFileError, bad arguments
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

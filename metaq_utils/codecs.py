@@ -364,7 +364,7 @@ class Gzip9Codec(_PackedBytesCodec):
     id = 3
 
     def _compress(self, data):
-        c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)  # memLevel 8, as gzip -9 and gzip.compress
         return c.compress(data) + c.flush()
 
     def _decompress(self, payload, size):

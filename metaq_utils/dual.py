@@ -1,0 +1,574 @@
+"""The Lagrangian dual of METaQ (spec §2.1, §2.4; thesis (16)–(29), (74)–(87)).
+
+Relaxing (12) with multipliers ξ ∈ R^C gives the concave dual function
+
+    φ_w(ξ) = Σ_b (c*_b log2 c*_b − ξ_b c*_b) + Σ_i env_ξ(w_i)                     (16), Thm 2
+
+with c*_b = clamp(2^(ξ_b − 1/ln 2), c_lo, c_hi) (25)/(29) and env_ξ the lower convex envelope of
+the points (v_b, ξ_b) (the x-subproblem (30)–(33), :mod:`metaq_utils.subproblem`). A supergradient
+is g_b = Σ_i x*_ib − c*_b (Theorem 2) and, at a dual maximiser, the envelope slopes β_i are the
+multipliers of (10): a subgradient of φ at w (Theorem 1).
+
+The fast oracle (:class:`DualOracle`) uses the fact that weights do not move during a dual solve:
+one O(n) pass (chunked, so the extra memory is O(chunk + C)) computes, per grid interval
+[v_k, v_{k+1}], the number of weights and the sum of their offsets; every later evaluation is
+O(C): an O(C) lower hull (PAVA on the chord slopes) and O(#segments) arithmetic. Nothing of size
+n × C is ever formed; the per-weight β is one gather at the end.
+
+Edge cases follow :mod:`metaq_utils.subproblem`: weights outside [v_0, v_{C−1}] are clamped; the
+interval of a weight is found by grid arithmetic u = (w − v_0)/Δ, so a weight exactly on a grid
+value may be attributed to either adjacent interval by rounding — its value is the same and its β
+is the left or right slope at that point, both valid multipliers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from metaq_utils.grid import Grid, as_finite_float64
+from metaq_utils.subproblem import _pava, lower_hull_pava
+
+__all__ = [
+    "c_star",
+    "DualEval",
+    "DualOracle",
+    "DualResult",
+    "phi_w",
+    "supergradient",
+    "default_xi0",
+    "solve_dual",
+    "dss",
+    "fista",
+    "pbm_thesis",
+    "proximal_bundle",
+    "simplex_qp",
+    "PrimalSolution",
+    "solve_primal_cvxpy",
+    "METHODS",
+]
+
+LN2 = math.log(2.0)
+_TINY = 1e-300
+
+
+def c_star(xi: np.ndarray, c_lo: float, c_hi: float) -> np.ndarray:
+    """c-subproblem (25)/(29): argmin_{c ∈ [c_lo, c_hi]} c log2 c − ξ c = clamp(2^(ξ − 1/ln 2))."""
+    return np.clip(np.exp(np.asarray(xi, dtype=np.float64) * LN2 - 1.0), c_lo, c_hi)
+
+
+def _c_part(xi: np.ndarray, c: np.ndarray) -> float:
+    """Σ_b c_b log2 c_b − ξ_b c_b (0·log 0 = 0)."""
+    return float(c @ (np.log2(np.maximum(c, _TINY)) - xi))
+
+
+def default_xi0(n: int, C: int) -> np.ndarray:
+    """Cold start: ξ_b = log2(n/C) + 1/ln 2, i.e. c* = n/C in every bucket."""
+    return np.full(C, math.log2(max(n, 1) / C) + 1.0 / LN2)
+
+
+@dataclass(frozen=True)
+class DualEval:
+    """One evaluation of the dual oracle at ξ."""
+
+    xi: np.ndarray  # (C,) the point
+    value: float  # φ_w(ξ) (16)
+    g: np.ndarray  # (C,) supergradient Σ_i x*_i − c* (Theorem 2)
+    c_star: np.ndarray  # (C,) c-subproblem solution (29)
+    x_mass: np.ndarray  # (C,) Σ_i x*_i
+    vertices: np.ndarray  # ascending lower-hull vertex indices of (v, ξ)
+    slopes: np.ndarray  # envelope slope on each hull segment
+
+
+class DualOracle:
+    """φ_w(ξ) and a supergradient in O(C) per call after one O(n) pass over w (spec §2.2).
+
+    Memory: O(C) for the aggregates, plus O(n) int64 interval indices kept only when
+    n ≤ ``chunk`` (to make the final β gather a single indexing); larger n is processed in
+    chunks of ``chunk`` weights and β is gathered chunk by chunk.
+    """
+
+    def __init__(
+        self,
+        w: np.ndarray,
+        grid: Grid,
+        c_lo: float = 0.01,
+        c_hi: float | None = None,
+        chunk: int = 1 << 18,
+    ) -> None:
+        if not isinstance(grid, Grid):
+            raise TypeError(f"grid must be a metaq_utils.grid.Grid, got {type(grid).__name__}")
+        w_arr = np.asarray(w)
+        if w_arr.ndim != 1:
+            raise ValueError(f"w must be a 1-D array of weights, got shape {w_arr.shape}")
+        if w_arr.shape[0] == 0:
+            raise ValueError("w must contain at least one weight")
+        if w_arr.dtype.kind != "f":
+            w_arr = w_arr.astype(np.float64)
+        n = w_arr.shape[0]
+        c_hi = float(n) if c_hi is None else float(c_hi)
+        c_lo = float(c_lo)
+        if not (math.isfinite(c_lo) and math.isfinite(c_hi) and 0.0 <= c_lo < c_hi):
+            raise ValueError(f"need finite 0 <= c_lo < c_hi, got c_lo={c_lo}, c_hi={c_hi}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.grid = grid
+        self.n = n
+        self.C = C = grid.C
+        self.c_lo = c_lo
+        self.c_hi = c_hi
+        self.chunk = int(chunk)
+        self._w = w_arr
+        self._v = grid.v
+        self._v0 = float(grid.v[0])
+        self._inv_delta = 1.0 / grid.delta
+        # one O(n) pass: per-interval count N_k and Σ (w − v_k)/Δ, stored as prefix sums
+        N = np.zeros(C - 1)
+        U = np.zeros(C - 1)
+        self._k: np.ndarray | None = None
+        for s in range(0, n, self.chunk):
+            k, u = self._intervals(w_arr[s : s + self.chunk], s)
+            N += np.bincount(k, minlength=C - 1)
+            U += np.bincount(k, weights=u, minlength=C - 1)  # Σ u_i, u_i = (w_i − v_0)/Δ
+            if n <= self.chunk:
+                self._k = k
+        kN = N * np.arange(C - 1)  # Σ_{i in k} k (exact integers)
+        cum = np.zeros((3, C))
+        np.cumsum(N, out=cum[0, 1:])  # cumN[k] = Σ_{k' < k} N_k'
+        np.cumsum(U - kN, out=cum[1, 1:])  # Σ_{k' < k} Σ_i (w_i − v_k')/Δ
+        np.cumsum(kN, out=cum[2, 1:])  # Σ_{k' < k} k'·N_k'
+        self._cum = cum
+        self.counts = N  # weights per grid interval
+        self._ones = np.ones(C - 1)
+        self._rbuf = np.empty(C, dtype=np.intp)
+        self._ln_c_lo = math.log(c_lo) if c_lo > 0.0 else -math.inf
+        self._ln_c_hi = math.log(c_hi)
+
+    def _intervals(self, wc: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """Interval k ∈ [0, C−2] and u = (clamp(w) − v_0)/Δ ∈ [0, C−1] for a chunk of weights."""
+        if not math.isfinite(float(wc.sum())) and not np.isfinite(wc).all():
+            bad = int(np.flatnonzero(~np.isfinite(wc))[0]) + start
+            raise ValueError(f"w contains NaN or inf (first at index {bad})")
+        u = np.subtract(wc, self._v0, dtype=np.float64)
+        u *= self._inv_delta
+        np.maximum(u, 0.0, out=u)  # clamp w to [v_0, v_{C−1}]
+        np.minimum(u, self.C - 1.0, out=u)
+        k = u.astype(np.intp)  # floor, u ≥ 0
+        np.minimum(k, self.C - 2, out=k)
+        return k, u
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _hull(self, xi: np.ndarray) -> np.ndarray:
+        """Lower-hull vertex indices of (v, ξ) on the uniform grid (PAVA on ξ differences)."""
+        if _pava is None:  # pragma: no cover - other scipy versions
+            return lower_hull_pava(self._v, xi, uniform=True)
+        _, _, r, nb = _pava(xi[1:] - xi[:-1], self._ones.copy(), self._rbuf)
+        return r[: nb + 1].copy()
+
+    def _eval(self, xi: np.ndarray) -> tuple:
+        """(value, g, c*, x_mass, vertices) at ξ in O(C); the hot loop, kept to few numpy calls."""
+        idx = self._hull(xi)
+        a = idx[:-1]
+        xv = xi[idx]
+        dxv = xv[1:] - xv[:-1]
+        cs = self._cum[:, idx]
+        seg = cs[:, 1:] - cs[:, :-1]  # per hull segment [a, b): N, Σ(w − v_k)/Δ, Σ k
+        N = seg[0]
+        # Σ_i θ_i over the segment, θ_i = (w_i − v_a)/(v_b − v_a): the mass sent to vertex b
+        tsum = (seg[1] + seg[2] - a * N) / (idx[1:] - a)
+        x_value = N @ xv[:-1] + tsum @ dxv  # Σ_i env_ξ(w_i)
+        x_mass = np.zeros(self.C)
+        x_mass[a] = N - tsum
+        x_mass[idx[1:]] += tsum
+        t = xi * LN2 - 1.0  # ln c* (29), clamped to [ln c_lo, ln c_hi]
+        np.minimum(t, self._ln_c_hi, out=t)
+        np.maximum(t, self._ln_c_lo, out=t)
+        c = np.exp(t)
+        value = float(c @ (t * (1.0 / LN2) - xi) + x_value)  # (16): Σ c log2 c − ξ c + Σ env
+        return value, x_mass - c, c, x_mass, idx  # g = Σ x* − c* (Theorem 2)
+
+    def slopes(self, xi: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+        """Envelope slope on each hull segment."""
+        xv = xi[vertices]
+        return (xv[1:] - xv[:-1]) / np.diff(self._v[vertices])
+
+    def _check(self, xi: np.ndarray) -> np.ndarray:
+        arr = np.asarray(xi, dtype=np.float64)
+        if arr.shape != (self.C,):
+            raise ValueError(f"xi must have shape ({self.C},), got {arr.shape}")
+        return as_finite_float64(arr, "xi")
+
+    def evaluate(self, xi: np.ndarray) -> DualEval:
+        """Full evaluation at ξ (validated)."""
+        xi = self._check(xi)
+        value, g, c, x_mass, idx = self._eval(xi)
+        return DualEval(xi.copy(), value, g, c, x_mass, idx, self.slopes(xi, idx))
+
+    def __call__(self, xi: np.ndarray) -> tuple[float, np.ndarray]:
+        """(φ_w(ξ), supergradient g)."""
+        value, g, *_ = self._eval(self._check(xi))
+        return value, g
+
+    def beta_from(self, vertices: np.ndarray, slopes: np.ndarray) -> np.ndarray:
+        """Per-weight envelope slopes β_i (float64, length n): one gather per chunk."""
+        slope_of_interval = np.repeat(slopes, np.diff(vertices))  # (C−1,)
+        if self._k is not None:
+            return slope_of_interval[self._k]
+        beta = np.empty(self.n)
+        for s in range(0, self.n, self.chunk):
+            k, _ = self._intervals(self._w[s : s + self.chunk], s)
+            np.take(slope_of_interval, k, out=beta[s : s + k.shape[0]])
+        return beta
+
+    def beta(self, xi: np.ndarray) -> np.ndarray:
+        """β at ξ: the multipliers of (10) implied by ξ (Theorem 1 at a dual maximiser)."""
+        e = self.evaluate(xi)
+        return self.beta_from(e.vertices, e.slopes)
+
+
+def phi_w(
+    w: np.ndarray, grid: Grid, xi: np.ndarray, c_lo: float = 0.01, c_hi: float | None = None
+) -> float:
+    """The dual function φ_w(ξ) (16)."""
+    return DualOracle(w, grid, c_lo, c_hi)(xi)[0]
+
+
+def supergradient(
+    w: np.ndarray, grid: Grid, xi: np.ndarray, c_lo: float = 0.01, c_hi: float | None = None
+) -> np.ndarray:
+    """The supergradient g = Σ_i x*_i − c* of φ_w at ξ (Theorem 2)."""
+    return DualOracle(w, grid, c_lo, c_hi)(xi)[1]
+
+
+# ----------------------------------------------------------------------------- maximisers
+
+
+@dataclass(frozen=True)
+class DualResult:
+    """A run of a dual maximiser: the best point found and its by-products."""
+
+    xi: np.ndarray  # (C,) best ξ found (its value is `value`)
+    value: float  # φ_w(xi), the best dual value found (a lower bound on φ(w))
+    history: np.ndarray  # φ_w at the point evaluated in each iteration
+    beta: np.ndarray  # (n,) float64 per-weight multipliers (envelope slopes at xi)
+    g: np.ndarray  # (C,) supergradient at xi
+    c_star: np.ndarray  # (C,) c-subproblem solution at xi
+    method: str  # dss | fista | pbm_thesis | bundle
+    iterations: int  # oracle evaluations performed
+
+
+class _Best:
+    """Tracks the best evaluated point."""
+
+    __slots__ = ("value", "xi", "ev")
+
+    def __init__(self) -> None:
+        self.value = -math.inf
+        self.xi: np.ndarray | None = None
+        self.ev: tuple | None = None
+
+    def offer(self, xi: np.ndarray, ev: tuple) -> None:
+        if ev[0] > self.value:
+            self.value, self.xi, self.ev = ev[0], xi, ev
+
+
+def _result(oracle: DualOracle, best: _Best, history: list, method: str) -> DualResult:
+    value, g, c, _, idx = best.ev
+    beta = oracle.beta_from(idx, oracle.slopes(best.xi, idx))
+    return DualResult(
+        best.xi.copy(), float(value), np.asarray(history), beta, g, c, method, len(history)
+    )
+
+
+def dss(
+    oracle: DualOracle,
+    xi0: np.ndarray,
+    iterations: int = 15,
+    step_scale: float = 1.0,
+    sort_xi: bool = False,
+) -> DualResult:
+    """Deflected/diminishing subgradient step ξ_{k+1} = ξ_k + γ_k g_k, γ_k = step_scale/k (74)–(75)."""
+    xi = oracle._check(xi0).copy()
+    best, history = _Best(), []
+    for k in range(1, iterations + 1):
+        ev = oracle._eval(xi)
+        history.append(ev[0])
+        best.offer(xi, ev)
+        xi = xi + (step_scale / k) * ev[1]  # (74)–(75)
+        if sort_xi:
+            xi.sort()
+    return _result(oracle, best, history, "dss")
+
+
+def fista(
+    oracle: DualOracle,
+    xi0: np.ndarray,
+    iterations: int = 15,
+    zeta: float = 1e5,
+    sort_xi: bool = False,
+) -> DualResult:
+    """FISTA (82)–(84) with the supergradient at the extrapolated point; t_0 = t_1 = 1.
+
+    σ_k = ξ_k + ((t_{k−1} − 1)/t_k)(ξ_k − ξ_{k−1}),  ξ_{k+1} = σ_k + g(σ_k)/ζ,
+    t_{k+1} = (1 + sqrt(1 + 4 t_k²))/2. Each iteration evaluates φ_w at σ_k (σ_1 = ξ0).
+    """
+    xi = oracle._check(xi0).copy()
+    xi_prev = xi
+    t_prev, t = 1.0, 1.0
+    inv_zeta = 1.0 / zeta
+    best, history = _Best(), []
+    for _ in range(iterations):
+        sigma = xi + ((t_prev - 1.0) / t) * (xi - xi_prev)  # (83)
+        ev = oracle._eval(sigma)
+        history.append(ev[0])
+        best.offer(sigma, ev)
+        xi_prev = xi
+        xi = sigma + inv_zeta * ev[1]  # (84)
+        if sort_xi:
+            xi.sort()
+        t_prev, t = t, 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))  # (82)
+    return _result(oracle, best, history, "fista")
+
+
+def pbm_thesis(
+    oracle: DualOracle,
+    xi0: np.ndarray,
+    iterations: int = 15,
+    zeta: float = 1e5,
+    bundle_size: int = 10,
+    sort_xi: bool = False,
+) -> DualResult:
+    """The thesis' bundle update (86)–(87).
+
+    Evaluate ξ_k and add (ξ_k, φ_k, g_k) to a FIFO bundle of ``bundle_size``; take the element j
+    whose linearisation φ_j + g_j·(ξ_k − ξ_j) is highest at ξ_k (86) and step
+    ξ_{k+1} = ξ_j + g_j/ζ (87). (The reference code also added +ζ/2‖ξ_k − ξ_j‖² to the score and
+    clipped ξ to [0.01, n]; neither is in the spec, neither is done here.)
+    """
+    xi = oracle._check(xi0).copy()
+    bundle: deque = deque(maxlen=bundle_size)
+    best, history = _Best(), []
+    inv_zeta = 1.0 / zeta
+    for _ in range(iterations):
+        ev = oracle._eval(xi)
+        history.append(ev[0])
+        best.offer(xi, ev)
+        bundle.append((xi, ev[0], ev[1]))
+        scores = [f_j + g_j @ (xi - xi_j) for xi_j, f_j, g_j in bundle]  # (86)
+        xi_j, _, g_j = bundle[int(np.argmax(scores))]
+        xi = xi_j + inv_zeta * g_j  # (87)
+        if sort_xi:
+            xi.sort()
+    return _result(oracle, best, history, "pbm_thesis")
+
+
+def simplex_qp(Q: np.ndarray, q: np.ndarray, max_iter: int = 500) -> np.ndarray:
+    """min ½ λᵀQλ + qᵀλ over the simplex {λ ≥ 0, Σλ = 1} (Q PSD), primal active-set method.
+
+    A ridge of 1e-12·mean(diag Q) makes the equality-constrained steps well posed; sizes here are
+    the bundle size (≤ a few tens).
+    """
+    m = q.shape[0]
+    Q = np.asarray(Q, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    ridge = 1e-12 * max(float(np.trace(Q)) / m, 1e-300)
+    Qr = Q + ridge * np.eye(m)
+    scale = max(1.0, float(np.abs(Qr).max()), float(np.abs(q).max()))
+    tol = 1e-13 * scale
+    j0 = int(np.argmin(0.5 * np.diag(Qr) + q))  # best vertex
+    lam = np.zeros(m)
+    lam[j0] = 1.0
+    free = [j0]
+    for _ in range(max_iter):
+        F = np.asarray(free)
+        k = F.shape[0]
+        K = np.zeros((k + 1, k + 1))
+        K[:k, :k] = Qr[np.ix_(F, F)]
+        K[:k, k] = 1.0
+        K[k, :k] = 1.0
+        rhs = np.concatenate([-q[F], [1.0]])
+        target = np.linalg.solve(K, rhs)[:k]
+        if (target >= 0.0).all():
+            lam = np.zeros(m)
+            lam[F] = target
+            grad = Qr @ lam + q
+            nu = float(grad[F] @ target)  # common gradient value on the support
+            out = np.setdiff1d(np.arange(m), F)
+            if out.size == 0:
+                return lam
+            red = grad[out] - nu
+            i = int(np.argmin(red))
+            if red[i] >= -tol:
+                return lam
+            free.append(int(out[i]))
+        else:  # move towards target until a component of the support hits zero
+            cur = lam[F]
+            p = target - cur
+            neg = p < 0.0
+            steps = cur[neg] / -p[neg]
+            t = float(steps.min())
+            lam[F] = np.maximum(cur + t * p, 0.0)
+            drop = F[neg][int(np.argmin(steps))]
+            lam[drop] = 0.0
+            lam /= lam.sum()
+            free = [j for j in free if j != drop and lam[j] > 0.0]
+            if not free:  # pragma: no cover - defensive
+                free = [int(np.argmax(lam))]
+    raise RuntimeError("simplex_qp did not converge")  # pragma: no cover
+
+
+def proximal_bundle(
+    oracle: DualOracle,
+    xi0: np.ndarray,
+    iterations: int = 15,
+    zeta: float = 1e5,
+    bundle_size: int = 10,
+    m: float = 0.1,
+    sort_xi: bool = False,
+    tol: float = 1e-12,
+) -> DualResult:
+    """A proximal bundle method for the concave φ_w (maximisation).
+
+    Model: m_k(ξ) = min_j φ_j + g_j·(ξ − ξ_j) over the bundle (an upper model). Master:
+    max_ξ m_k(ξ) − ζ/2‖ξ − ξ̂‖², solved through its dual on the simplex,
+    min_λ Σ λ_j α_j + ‖Σ λ_j g_j‖²/(2ζ) with linearisation errors α_j ≥ 0 at the centre ξ̂;
+    then ξ = ξ̂ + Σ λ_j g_j/ζ. Serious step (move the centre) when the actual increase is at
+    least ``m`` times the predicted one, null step otherwise. When the bundle would exceed
+    ``bundle_size`` the active cuts are replaced by their aggregate (a valid cut). Stops early
+    when the predicted increase ≤ tol·(1 + |φ(ξ̂)|). ``sort_xi`` sorts each trial point.
+    """
+    if bundle_size < 2:
+        raise ValueError(f"bundle_size must be >= 2, got {bundle_size}")
+    if not 0.0 < m < 1.0:
+        raise ValueError(f"m must be in (0, 1), got {m}")
+    centre = oracle._check(xi0).copy()
+    ev = oracle._eval(centre)
+    f_c = ev[0]
+    best, history = _Best(), [ev[0]]
+    best.offer(centre, ev)
+    G = [ev[1]]  # cut slopes g_j
+    b = [ev[0] - ev[1] @ centre]  # cut offsets: cut_j(ξ) = b_j + g_j·ξ
+    for _ in range(iterations - 1):
+        Gm = np.asarray(G)
+        bm = np.asarray(b)
+        alpha = np.maximum(bm + Gm @ centre - f_c, 0.0)  # linearisation errors at the centre
+        lam = simplex_qp(Gm @ Gm.T / zeta, alpha)
+        d = lam @ Gm / zeta
+        predicted = float(np.min(alpha + Gm @ d))  # m_k(ξ̂ + d) − φ(ξ̂) ≥ 0
+        if predicted <= tol * (1.0 + abs(f_c)):
+            break
+        trial = centre + d
+        if sort_xi:
+            trial.sort()
+        ev = oracle._eval(trial)
+        history.append(ev[0])
+        best.offer(trial, ev)
+        if ev[0] - f_c >= m * predicted:  # serious step
+            centre, f_c = trial, ev[0]
+        active = lam > 1e-12
+        if int(active.sum()) + 1 > bundle_size:  # aggregate the active cuts
+            G = [lam @ Gm]
+            b = [float(lam @ bm)]
+        else:
+            G = list(Gm[active])
+            b = list(bm[active])
+        G.append(ev[1])
+        b.append(ev[0] - ev[1] @ trial)
+    return _result(oracle, best, history, "bundle")
+
+
+METHODS = ("dss", "fista", "pbm_thesis", "bundle")
+
+
+def solve_dual(
+    w: np.ndarray,
+    grid: Grid,
+    method: str = "fista",
+    iterations: int = 15,
+    zeta: float = 1e5,
+    xi0: np.ndarray | None = None,
+    c_lo: float = 0.01,
+    c_hi: float | None = None,
+    sort_xi: bool = False,
+    *,
+    bundle_size: int = 10,
+    m: float = 0.1,
+    step_scale: float = 1.0,
+    oracle: DualOracle | None = None,
+) -> DualResult:
+    """Maximise φ_w(ξ) (17) from the warm start ξ0 (default: c* = n/C) — the training hot path.
+
+    method: "dss" | "fista" | "pbm_thesis" | "bundle". ``iterations`` counts oracle evaluations.
+    c_hi defaults to n (thesis). ``oracle`` may pass a prebuilt :class:`DualOracle` for (w, grid,
+    c_lo, c_hi) to skip the O(n) pass.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if not (zeta > 0 and math.isfinite(zeta)):
+        raise ValueError(f"zeta must be finite and > 0, got {zeta}")
+    if oracle is None:
+        oracle = DualOracle(w, grid, c_lo, c_hi)
+    if xi0 is None:
+        xi0 = default_xi0(oracle.n, oracle.C)
+    if method == "fista":
+        return fista(oracle, xi0, iterations, zeta, sort_xi)
+    if method == "dss":
+        return dss(oracle, xi0, iterations, step_scale, sort_xi)
+    if method == "pbm_thesis":
+        return pbm_thesis(oracle, xi0, iterations, zeta, bundle_size, sort_xi)
+    return proximal_bundle(oracle, xi0, iterations, zeta, bundle_size, m, sort_xi)
+
+
+# ----------------------------------------------------------------------------- primal reference
+
+
+@dataclass(frozen=True)
+class PrimalSolution:
+    """The convex relaxation (9)–(15) solved directly (CVXPY, exponential cone)."""
+
+    value: float  # φ(w) = min Σ c log2 c
+    beta: np.ndarray  # (n,) multipliers of (10), = ∂φ/∂w_i (Theorem 1)
+    x: np.ndarray  # (n, C)
+    c: np.ndarray  # (C,)
+    status: str
+
+
+def solve_primal_cvxpy(
+    w: np.ndarray,
+    grid: Grid,
+    c_lo: float = 0.01,
+    c_hi: float | None = None,
+    solver: str = "CLARABEL",
+) -> PrimalSolution:
+    """Solve (9)–(15) with c_lo ≤ c ≤ c_hi (the box the dual's c-subproblem uses) in CVXPY.
+
+    Σ c log2 c = −Σ entr(c)/ln 2 is convex (exponential cone). w is clamped to [v_0, v_{C−1}].
+    For small n only (n × C variables).
+    """
+    import cvxpy as cp  # optional dependency
+
+    w_arr = grid.clamp(as_finite_float64(w, "w"))
+    if w_arr.ndim != 1:
+        raise ValueError(f"w must be a 1-D array of weights, got shape {w_arr.shape}")
+    n, C = w_arr.shape[0], grid.C
+    c_hi = float(n) if c_hi is None else float(c_hi)
+    X = cp.Variable((n, C), nonneg=True)  # (15); x ≤ 1 is implied by (11) and x ≥ 0
+    c = cp.sum(X, axis=0)  # (12), substituted
+    con10 = X @ grid.v == w_arr  # (10)
+    cons = [con10, cp.sum(X, axis=1) == 1, c >= c_lo]  # (11), box on c
+    if c_hi < n:  # Σ c = n makes c ≤ n implicit
+        cons.append(c <= c_hi)
+    prob = cp.Problem(cp.Minimize(-cp.sum(cp.entr(c)) / LN2), cons)  # (9)
+    prob.solve(solver=solver)
+    if prob.status != cp.OPTIMAL:
+        raise RuntimeError(f"primal solve failed: {prob.status}")
+    beta = -np.asarray(con10.dual_value, dtype=np.float64)  # CVXPY: f + ν·(Xv − w) ⇒ ∂φ/∂w = −ν
+    return PrimalSolution(
+        float(prob.value), beta, np.asarray(X.value), np.asarray(c.value), str(prob.status)
+    )

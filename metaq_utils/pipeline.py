@@ -1,0 +1,200 @@
+"""The METaQ pipeline end to end: train with the entropy term → post-training quantization →
+entropy coding into real files → decode → re-evaluate. Every size is the size of a whole
+compressed file (:mod:`metaq_utils.fileformat`), in bits; ratios are against 32 bits × n.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoints import AFTER_DIR, BEFORE_DIR, REPO_ROOT, Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .data import MNISTTensors
+from .fileformat import MAGIC, CompressedModel, encode_compressed, metaq_group, read_compressed
+from .grid import Grid
+from .networks import build_model, count_parameters
+from .ptq import SweepPoint, model_vector, quantize_model, select_point, sweep_cq
+from .quantization import entropy_bits
+from .regularizer import METaQConfig, METaQRegularizer
+from .training import StopRule, TrainConfig, TrainResult, evaluate, make_model, train
+
+__all__ = ["CODEC_NAMES", "THESIS_TRAIN_CONFIG", "default_cq_values", "compress_model", "model_from_compressed",
+           "load_any", "CodecRow", "code_with_every_codec", "PipelineResult", "run_pipeline", "format_table"]
+
+CODEC_NAMES = ("huffman", "range", "gzip9", "zstd22", "raw")
+
+# Spec §3: Adam, lr 7e-4, betas (0.9, 0.99) (Appendix table), batch 64, uniform init in
+# [w0 − r, w0 + r], augmentation (rotation ±10°, translation ≤ 10 %), 144 epochs.
+THESIS_TRAIN_CONFIG = TrainConfig(arch="lenet5", epochs=144, batch_size=64, optimizer="adam", lr=7e-4,
+                                  betas=(0.9, 0.99), augment=True, init="uniform",
+                                  init_low=-0.11 - 1.114, init_high=-0.11 + 1.114)
+
+
+def default_cq_values(max_cq: int = 1024) -> list[int]:
+    """Every C_Q in [2, 64], then about 40 geometrically spaced values up to ``max_cq``.
+
+    (The thesis swept every C_Q in [1, 1024]: pass ``range(2, 1025)``; it costs one test-set
+    evaluation per value.)"""
+    dense = list(range(2, min(64, max_cq) + 1))
+    if max_cq <= 64:
+        return dense
+    geo = np.unique(np.round(np.geomspace(65, max_cq, 40)).astype(int)).tolist()
+    return dense + [int(c) for c in geo if c > 64]
+
+
+def compress_model(model: nn.Module, arch: str, grid: Grid, codec: str = "range") -> bytes:
+    """The compressed file (bytes) of ``model``'s parameters quantized on ``grid``."""
+    return encode_compressed(arch, [p.detach() for p in model.parameters()], metaq_group(grid, codec))
+
+
+def model_from_compressed(cm: CompressedModel) -> nn.Module:
+    """Rebuild the architecture and load the decoded tensors (in parameter order)."""
+    model = build_model(cm.arch)
+    params = list(model.parameters())
+    if len(params) != len(cm.tensors):
+        raise ValueError(f"{cm.arch} has {len(params)} parameters, the file {len(cm.tensors)}")
+    with torch.no_grad():
+        for p, t in zip(params, cm.tensors):
+            if tuple(p.shape) != tuple(t.shape):
+                raise ValueError(f"shape mismatch: {tuple(p.shape)} vs {tuple(t.shape)} in the file")
+            p.copy_(torch.from_numpy(np.asarray(t, dtype=np.float32)))
+    return model
+
+
+def load_any(path: str | Path) -> tuple[nn.Module, str, int, int]:
+    """A checkpoint or a compressed file → (model, arch, file_bits, n_params)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC))
+    if head == MAGIC:
+        cm = read_compressed(path)
+        return model_from_compressed(cm), cm.arch, cm.file_bits, cm.n_params
+    ck = load_checkpoint(path)
+    return ck.build_model(), ck.arch, path.stat().st_size * 8, ck.n_params
+
+
+@dataclass(frozen=True)
+class CodecRow:
+    codec: str
+    file_bits: int
+    bits_per_weight: float
+    compression_ratio: float
+    decoded_exact: bool          # decoded tensors equal the quantized ones bit for bit
+    decoded_accuracy: float      # test accuracy of the network rebuilt from the file
+    path: str | None = None
+
+
+def code_with_every_codec(qmodel: nn.Module, arch: str, grid: Grid, data: MNISTTensors, *,
+                          codecs: Sequence[str] = CODEC_NAMES, out_dir: str | Path | None = None,
+                          stem: str = "model") -> list[CodecRow]:
+    """Write ``qmodel`` (already quantized on ``grid``) with every codec, read each file back,
+    check it is bit-exact, and evaluate the decoded network."""
+    ref = [p.detach().numpy() for p in qmodel.parameters()]
+    n = sum(a.size for a in ref)
+    rows = []
+    for codec in codecs:
+        data_bytes = compress_model(qmodel, arch, grid, codec)
+        path = None
+        if out_dir is not None:
+            path = Path(out_dir) / f"{stem}.{codec}.mtq"
+            atomic_write_bytes(path, data_bytes)
+        cm = read_compressed(data_bytes, expected_arch=arch)
+        exact = all(np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(ref, cm.tensors))
+        acc = evaluate(model_from_compressed(cm), data.test_x, data.test_y)["accuracy"]
+        bits = 8 * len(data_bytes)
+        rows.append(CodecRow(codec, bits, bits / n, 32 * n / bits, exact, acc,
+                             str(path.relative_to(REPO_ROOT)) if path is not None and path.is_relative_to(REPO_ROOT) else (str(path) if path else None)))
+    return rows
+
+
+@dataclass
+class PipelineResult:
+    train_history: list[dict[str, Any]]
+    unquantized_accuracy: float
+    sweep: list[SweepPoint]
+    selected: SweepPoint
+    codec_rows: list[CodecRow]
+    n_params: int
+    before_path: str | None = None
+    after_path: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train_history": self.train_history, "unquantized_accuracy": self.unquantized_accuracy,
+                "sweep": [p.to_dict() for p in self.sweep], "selected": self.selected.to_dict(),
+                "codecs": [asdict(r) for r in self.codec_rows], "n_params": self.n_params,
+                "before_path": self.before_path, "after_path": self.after_path, "seconds": self.seconds}
+
+
+def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConfig | None, *,
+                 name: str = "metaq_lenet5", cq_values: Sequence[int] | None = None, tolerance: float = 0.001,
+                 stop_rules: Sequence[StopRule] = (), before_dir: str | Path = BEFORE_DIR,
+                 after_dir: str | Path = AFTER_DIR, codecs: Sequence[str] = CODEC_NAMES,
+                 progress: bool = True, checkpoint_path: str | Path | None = None, resume: bool = False,
+                 model: nn.Module | None = None, use_best: bool = True) -> PipelineResult:
+    """Train (unless ``model`` is given and ``train_config.epochs == 0``), sweep C_Q on the
+    METaQ range, select by :func:`select_point` (lowest entropy within ``tolerance`` of the
+    unquantized accuracy), code with every codec, decode and re-evaluate.
+
+    ``use_best``: quantize the epoch with the best test accuracy (the thesis' protocol; the
+    checkpoint in ``before_dir``) or, if False, the final epoch (no selection on the test set)."""
+    seconds = {}
+    t0 = time.perf_counter()
+    grid_cfg = metaq or METaQConfig()
+    before_path = Path(before_dir) / f"{name}.pt"
+    history: list[dict[str, Any]] = []
+    if model is None:
+        model = make_model(train_config)
+    if train_config.epochs > 0:
+        reg = METaQRegularizer(model, metaq) if metaq is not None else None
+        result: TrainResult = train(model, data, train_config, regularizer=reg, stop_rules=stop_rules,
+                                    best_path=before_path, checkpoint_path=checkpoint_path, resume=resume,
+                                    progress=progress)
+        history = result.history
+        if use_best:   # the best epoch's weights (the checkpoint in BestModelsBeforeQuantization)
+            model = load_checkpoint(before_path).build_model()
+    seconds["train"] = time.perf_counter() - t0
+    unq = evaluate(model, data.test_x, data.test_y)["accuracy"]
+    t1 = time.perf_counter()
+    sweep = sweep_cq(model, data.test_x, data.test_y, cq_values or default_cq_values(),
+                     w0=grid_cfg.w0, r=grid_cfg.r, progress=progress, arch=train_config.arch)
+    seconds["sweep"] = time.perf_counter() - t1
+    selected = select_point(sweep, unq, tolerance)
+    grid = Grid(grid_cfg.w0, grid_cfg.r, selected.C_Q)
+    qmodel, idx = quantize_model(model, grid)
+    after_path = Path(after_dir) / f"{name}_CQ{selected.C_Q}.pt"
+    q_acc = evaluate(qmodel, data.test_x, data.test_y)["accuracy"]
+    save_checkpoint(after_path, qmodel, train_config.arch,
+                    config={"train": train_config.to_dict(), "metaq": grid_cfg.to_dict(),
+                            "selection": {"rule": "lowest entropy with accuracy >= unquantized - tolerance",
+                                          "tolerance": tolerance}},
+                    metrics={"accuracy": q_acc, "entropy_bits": entropy_bits(idx), "C_Q": selected.C_Q,
+                             "unquantized_accuracy": unq},
+                    grid={"w0": grid.w0, "r": grid.r, "C": grid.C})
+    t2 = time.perf_counter()
+    rows = code_with_every_codec(qmodel, train_config.arch, grid, data, codecs=codecs, out_dir=after_dir,
+                                 stem=f"{name}_CQ{selected.C_Q}")
+    seconds["coding"] = time.perf_counter() - t2
+    return PipelineResult(history, unq, sweep, selected, rows, count_parameters(model),
+                          str(before_path), str(after_path), seconds)
+
+
+def format_table(res: PipelineResult) -> str:
+    """The pipeline's closing table: accuracy, entropy, and the file size for each codec."""
+    n = res.n_params
+    s = res.selected
+    lines = [f"unquantized test accuracy {100 * res.unquantized_accuracy:.2f} %; selected C_Q = {s.C_Q} "
+             f"({s.used_buckets} buckets used): accuracy {100 * s.accuracy:.2f} %, "
+             f"entropy {s.entropy_bits:,.0f} bits ({s.entropy_bits / n:.3f} bits/weight)",
+             f"{'codec':8s} {'file bits':>10s} {'bits/w':>7s} {'ratio':>7s} {'exact':>6s} {'decoded acc':>12s}"]
+    for r in res.codec_rows:
+        lines.append(f"{r.codec:8s} {r.file_bits:10,d} {r.bits_per_weight:7.3f} {r.compression_ratio:6.1f}× "
+                     f"{str(r.decoded_exact):>6s} {100 * r.decoded_accuracy:11.2f} %")
+    lines.append(f"(ratios against 32 × {n:,} = {32 * n:,} bits of float32)")
+    return "\n".join(lines)

@@ -1,0 +1,220 @@
+"""The METaQ regularizer: the entropy term of the training problem (8), as a gradient hook.
+
+    min_w  L(w) + λ·( α·R(w) + (1−α)·φ(w) )                                   (8)
+
+After ``loss.backward()`` the training loop calls :meth:`METaQRegularizer.after_backward`, which adds
+
+    λ·α·∂R(w)  +  s·λ·(1−α)·β                                                  (Theorem 1)
+
+to every parameter's gradient, where β are the optimal multipliers of constraints (10), obtained
+from a warm-started solve of the Lagrangian dual (17) on the current weights (spec §2.4), and the
+sign ``s`` and the way β is obtained depend on the *variant*:
+
+============  ================================================================================
+variant       what is added
+============  ================================================================================
+``thesis``    ``+λ(1−α)β``: minimise φ as (8)–(9) are written (spec §4.1: this *raises* entropy)
+``flipped``   ``−λ(1−α)β``: maximise φ, i.e. minimise ``n·H`` if φ tracked ``Σ c log c``
+``sorted``    ``+λ(1−α)β`` with ξ re-sorted ascending after every dual step (the reference
+              code's behaviour: the envelope becomes non-decreasing, so β ≥ 0)
+``adjacent``  ``−λ(1−α)·∂F/∂w`` with the adjacent-bucket relaxation (spec §4.4): each weight is
+              split between the two grid values that bracket it (linear interpolation), the soft
+              histogram ``c(w)`` is deterministic, ``F(w) = Σ_b c_b log2 c_b`` and
+              ``∂F/∂w_i = (ξ_{k+1} − ξ_k)/Δ`` with ``ξ_b = log2 c_b + 1/ln 2``. Entropy falls when
+              F rises, so the step *raises* F (lowers the soft entropy). No dual iterations.
+``none``      only the ``λα·∂R`` term: the no-entropy-term control with the same R
+============  ================================================================================
+
+The regularizer keeps its state (ξ for the warm start, the grid, counters and the last dual
+value), so a checkpointed run resumes exactly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .dual import METHODS, solve_dual
+from .grid import Grid
+from .quantization import entropy_bits
+
+__all__ = ["METaQConfig", "METaQRegularizer", "VARIANTS", "adjacent_relaxation", "flat_parameters",
+           "float_entropy_bits", "grid_entropy_bits"]
+
+VARIANTS = ("thesis", "flipped", "sorted", "adjacent", "none")
+DUAL_METHODS = METHODS
+
+
+@dataclass(frozen=True)
+class METaQConfig:
+    """METaQ hyper-parameters; the defaults are the thesis' best configuration (spec §3)."""
+    C: int = 6                      # buckets of the training grid, >= 2
+    w0: float = -0.11               # centre of the range
+    r: float = 1.114                # half-width of the range, > 0
+    lam: float = 0.0015             # λ
+    alpha: float = 0.533            # α: share of R in the regularizer (1 − α on φ)
+    R: str = "l2"                   # 'l2' (‖w‖²) | 'l1' (‖w‖₁)
+    method: str = "fista"           # dual maximiser: 'dss' | 'fista' | 'pbm_thesis' | 'bundle'
+    iterations: int = 15            # dual iterations per training step
+    zeta: float = 1e5               # ζ of FISTA / the bundle methods
+    c_lo: float = 0.01              # clamp of the c-subproblem (thesis value)
+    c_hi: float | None = None       # None: n (thesis value)
+    variant: str = "thesis"         # one of VARIANTS (see the module docstring)
+    warm_start: bool = True         # start each dual solve from the previous step's ξ
+
+    def __post_init__(self) -> None:
+        Grid(self.w0, self.r, self.C)   # validates C >= 2, r > 0, finite values
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.method not in DUAL_METHODS:
+            raise ValueError(f"method must be one of {DUAL_METHODS}, got {self.method!r}")
+        if self.R not in ("l2", "l1"):
+            raise ValueError(f"R must be 'l2' or 'l1', got {self.R!r}")
+        if not (0.0 <= self.alpha <= 1.0):
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not (self.lam >= 0 and math.isfinite(self.lam)):
+            raise ValueError(f"lam must be finite and >= 0, got {self.lam}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if not self.zeta > 0:
+            raise ValueError(f"zeta must be > 0, got {self.zeta}")
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.w0, self.r, self.C)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "METaQConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def flat_parameters(model: nn.Module) -> torch.Tensor:
+    """All trainable parameters, flattened in ``model.parameters()`` order (the w of spec §1)."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
+
+
+def grid_entropy_bits(w: np.ndarray, grid: Grid) -> float:
+    """Entropy (bits, n·H) of the weights quantized to the bucket centres of ``grid``."""
+    return entropy_bits(grid.bucket_of(w))
+
+
+def float_entropy_bits(w: np.ndarray) -> float:
+    """Entropy (bits, n·H) of the empirical distribution of the distinct float32 values of ``w``."""
+    return entropy_bits(np.asarray(w, dtype=np.float32))
+
+
+def adjacent_relaxation(w: np.ndarray, grid: Grid, c_floor: float = 0.01) -> tuple[float, np.ndarray, np.ndarray]:
+    """The adjacent-bucket relaxation of spec §4.4.
+
+    Each (clamped) weight in grid interval k with position t = (w − v_k)/Δ ∈ [0, 1] puts 1 − t on
+    bucket k and t on bucket k + 1. Returns ``(F, dF_dw, c)`` with ``F = Σ_b c_b log2 c_b``,
+    ``∂F/∂w_i = (ξ_{k+1} − ξ_k)/Δ``, ``ξ_b = log2 max(c_b, c_floor) + 1/ln 2`` (the floor only
+    guards log 0 for an empty bucket; outside the range ∂F/∂w = 0 because of the clamp).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    v = grid.v
+    wc = np.clip(w, v[0], v[-1])
+    k = np.minimum(((wc - v[0]) / grid.delta).astype(np.int64), grid.C - 2)
+    t = (wc - v[k]) / grid.delta
+    c = np.bincount(k, weights=1.0 - t, minlength=grid.C) + np.bincount(k + 1, weights=t, minlength=grid.C)
+    pos = c > 0
+    F = float((c[pos] * np.log2(c[pos])).sum())
+    xi = np.log2(np.maximum(c, c_floor)) + 1.0 / math.log(2.0)
+    dF = (xi[k + 1] - xi[k]) / grid.delta
+    dF[(w < v[0]) | (w > v[-1])] = 0.0
+    return F, dF, c
+
+
+class METaQRegularizer:
+    """Adds the METaQ term to the gradients of any ``nn.Module``'s parameters (see module doc)."""
+
+    def __init__(self, model: nn.Module, config: METaQConfig = METaQConfig()) -> None:
+        self.config = config
+        self.grid = config.grid
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.n = sum(p.numel() for p in self.params)
+        self.xi: np.ndarray | None = None        # warm start for the next dual solve
+        self.steps = 0
+        self.last_value: float | None = None     # φ_w(ξ) of the last dual solve (or F for 'adjacent')
+        self.last_beta: np.ndarray | None = None  # per-weight multipliers of the last step
+
+    # -- the gradient hook ------------------------------------------------------------------
+    def entropy_gradient(self, w: np.ndarray) -> np.ndarray:
+        """The per-weight (sub)gradient direction that the variant adds, before λ(1−α)."""
+        cfg = self.config
+        if cfg.variant == "none":
+            return np.zeros_like(w)
+        if cfg.variant == "adjacent":
+            F, dF, _ = adjacent_relaxation(w, self.grid, cfg.c_lo)
+            self.last_value = F
+            return -dF
+        res = solve_dual(w, self.grid, method=cfg.method, iterations=cfg.iterations, zeta=cfg.zeta,
+                         xi0=self.xi if cfg.warm_start else None, c_lo=cfg.c_lo, c_hi=cfg.c_hi,
+                         sort_xi=(cfg.variant == "sorted"))
+        self.xi = np.asarray(res.xi, dtype=np.float64)
+        self.last_value = float(res.value)
+        beta = np.asarray(res.beta, dtype=np.float64)
+        return -beta if cfg.variant == "flipped" else beta
+
+    @torch.no_grad()
+    def after_backward(self, model: nn.Module | None = None) -> None:
+        cfg = self.config
+        w_t = torch.cat([p.detach().reshape(-1) for p in self.params])
+        direction = self.entropy_gradient(w_t.double().numpy())
+        self.last_beta = direction
+        total = torch.from_numpy(direction).to(w_t.dtype).mul_(cfg.lam * (1.0 - cfg.alpha))
+        if cfg.alpha > 0:
+            dR = 2.0 * w_t if cfg.R == "l2" else torch.sign(w_t)
+            total.add_(dR, alpha=cfg.lam * cfg.alpha)
+        offset = 0
+        for p in self.params:
+            k = p.numel()
+            g = total[offset:offset + k].view_as(p)
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                p.grad.add_(g)
+            offset += k
+        self.steps += 1
+
+    # -- what the training loop records -----------------------------------------------------
+    def epoch_metrics(self, model: nn.Module | None = None) -> dict[str, float]:
+        w = torch.cat([p.detach().reshape(-1) for p in self.params]).double().numpy()
+        out = {"entropy_grid_bits": grid_entropy_bits(w, self.grid),
+               "entropy_float_bits": float_entropy_bits(w),
+               "fraction_outside_range": float(np.mean((w < self.grid.lo) | (w > self.grid.hi)))}
+        if self.last_value is not None:
+            out["dual_value" if self.config.variant != "adjacent" else "adjacent_F"] = self.last_value
+        if self.last_beta is not None and self.config.variant != "none":
+            b = self.last_beta
+            out["beta_mean"] = float(b.mean())
+            out["beta_std"] = float(b.std())
+            out["beta_distinct"] = int(np.unique(np.round(b, 9)).size)
+        return out
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"metaq": self.config.to_dict()}
+
+    def grid_dict(self) -> dict[str, Any]:
+        return {"w0": self.grid.w0, "r": self.grid.r, "C": self.grid.C}
+
+    # -- checkpointing ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(),
+                "xi": torch.from_numpy(self.xi.copy()) if self.xi is not None else None,
+                "steps": self.steps, "last_value": self.last_value}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = METaQConfig.from_dict(state["config"])
+        if saved != self.config:
+            raise ValueError(f"regularizer state was saved with a different configuration: {saved} != {self.config}")
+        self.xi = state["xi"].numpy().astype(np.float64) if state["xi"] is not None else None
+        self.steps = int(state["steps"])
+        self.last_value = state["last_value"]
