@@ -262,6 +262,57 @@ def _read_band(reader: ByteReader, alphabet_size: int) -> tuple[int, int]:
     return first, span
 
 
+def _write_table(present: np.ndarray, values: np.ndarray, span: int) -> bytes:
+    """Per-symbol table (positive ``values`` at band offsets ``present``, which include 0 and
+    ``span``), in the smaller of two layouts, tagged by ``varint(2*width + layout)``:
+
+    * dense  (layout 0): ``span+1`` values bit-packed with ``width`` bits, 0 = absent symbol;
+    * sparse (layout 1): ``varint k``, the ``k−1`` gaps between present offsets minus 1 as
+      varints, then the ``k`` values bit-packed — for bands with few present symbols (e.g. a
+      few clusters of weights on a fine grid).
+    """
+    width = _bitlength(int(values.max()))
+    band = np.zeros(span + 1, dtype=np.int64)
+    band[present] = values
+    dense = encode_varint(2 * width) + pack_uint(band, width)
+    if len(present) == span + 1:
+        return dense
+    gaps = np.diff(present) - 1
+    sparse = (
+        encode_varint(2 * width + 1)
+        + encode_varint(len(present))
+        + b"".join(encode_varint(int(g)) for g in gaps)
+        + pack_uint(values, width)
+    )
+    return sparse if len(sparse) < len(dense) else dense
+
+
+def _read_table(reader: ByteReader, span: int, max_width: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`_write_table`: (present offsets, their positive values), both int64.
+    Allocates only what the bytes present can describe."""
+    tag = reader.varint(2 * max_width + 1, f"{what} table tag")
+    width, layout = tag >> 1, tag & 1
+    if width == 0:
+        raise CodecError(f"{what}: zero table width with more than one symbol")
+    if layout == 0:
+        nbytes = ((span + 1) * width + 7) // 8
+        band = unpack_uint(reader.take(nbytes), span + 1, width)
+        present = np.flatnonzero(band)
+        values = band[present]
+    else:
+        k = reader.varint(min(span + 1, reader.remaining + 2), f"{what} present-symbol count")
+        if k < 2:
+            raise CodecError(f"{what}: sparse table with {k} symbols")
+        gaps = [reader.varint(span, f"{what} symbol gap") for _ in range(k - 1)]
+        present = np.concatenate([[0], np.cumsum(np.asarray(gaps, dtype=np.int64) + 1)])
+        values = unpack_uint(reader.take((k * width + 7) // 8), k, width)
+        if (values == 0).any():
+            raise CodecError(f"{what}: sparse table lists an absent symbol")
+    if len(present) < 2 or present[0] != 0 or present[-1] != span:
+        raise CodecError(f"{what}: table does not cover the band's first and last symbol")
+    return present, values
+
+
 # ------------------------------------------------------------------------------------------------
 # the interface
 
@@ -439,9 +490,6 @@ class HuffmanCodec(Codec):
         counts = np.bincount(s - first, minlength=span + 1)
         present = np.flatnonzero(counts)
         lengths = self.code_lengths(counts[present])
-        band_lengths = np.zeros(span + 1, dtype=np.int64)
-        band_lengths[present] = lengths
-        width = _bitlength(int(lengths.max()))
         rank = np.zeros(span + 1, dtype=np.int64)
         rank[present] = np.arange(len(present))
         ranks = rank[s - first]
@@ -453,7 +501,7 @@ class HuffmanCodec(Codec):
         expected = int((counts[present] * lengths).sum())
         if nbits != expected:  # would mean the dyadic tree differs from the stored lengths
             raise RuntimeError(f"huffman: coded {nbits} bits, expected Σ count·length = {expected}")
-        return head + encode_varint(width) + pack_uint(band_lengths, width) + _strip_last_word(_bytes_from_words(words))
+        return head + _write_table(present, lengths, span) + _strip_last_word(_bytes_from_words(words))
 
     def decode(self, payload, n, alphabet_size):
         payload = _check_decode_args(payload, n, alphabet_size)
@@ -466,15 +514,7 @@ class HuffmanCodec(Codec):
         if span == 0:
             reader.expect_end()
             return np.full(n, first, dtype=np.int64)
-        width = reader.varint(_bitlength(self.MAX_LENGTH), "code-length width")
-        if width == 0:
-            raise CodecError("huffman: zero code-length width with more than one symbol")
-        nbytes = ((span + 1) * width + 7) // 8
-        band_lengths = unpack_uint(reader.take(nbytes), span + 1, width)
-        if band_lengths[0] == 0 or band_lengths[-1] == 0:
-            raise CodecError("huffman: the band's first/last symbol has no code")
-        present = np.flatnonzero(band_lengths)
-        lengths = band_lengths[present]
+        present, lengths = _read_table(reader, span, _bitlength(self.MAX_LENGTH), "huffman")
         maxlen = int(lengths.max())
         if maxlen > self.MAX_LENGTH:
             raise CodecError(f"huffman: code length {maxlen} exceeds {self.MAX_LENGTH}")
@@ -573,17 +613,16 @@ class RangeCodec(Codec):
         present = np.flatnonzero(counts)
         best = None
         for m in range(0, _bitlength(int(counts.max()))):
-            idx, rounded = self.quantize_counts(counts, m)
-            width = _bitlength(int(idx.max()))
-            table_bits = 8 * ((len(idx) * width + 7) // 8)
-            est = table_bits + self._information_bits(counts[present], rounded[present])
+            idx, rounded = self.quantize_counts(counts[present], m)
+            table = encode_varint(m) + _write_table(present, idx, span)
+            est = 8 * len(table) + self._information_bits(counts[present], rounded)
             if best is None or est < best[0]:
-                best = (est, m, idx, rounded, width)
-        _, m, idx, rounded, width = best
+                best = (est, table, rounded)
+        _, table, rounded = best
         rank = np.zeros(span + 1, dtype=np.int64)
         rank[present] = np.arange(len(present))
         ranks = rank[s - first].astype(np.int32)
-        model = self._model(rounded[present])
+        model = self._model(rounded)
         enc = constriction.stream.queue.RangeEncoder()
         enc.encode(ranks, model)
         full = _bytes_from_words(enc.get_compressed())
@@ -591,7 +630,6 @@ class RangeCodec(Codec):
         check = constriction.stream.queue.RangeDecoder(_words_from_bytes(coded)).decode(model, len(ranks))
         if not np.array_equal(check, ranks):  # never observed; keep the exact words then
             coded = _strip_last_word(full)
-        table = encode_varint(m) + encode_varint(width) + pack_uint(idx, width)
         return head + table + coded
 
     def decode(self, payload, n, alphabet_size):
@@ -606,17 +644,10 @@ class RangeCodec(Codec):
             reader.expect_end()
             return np.full(n, first, dtype=np.int64)
         m = reader.varint(self.MAX_M, "count precision m")
-        width = reader.varint(63, "count width")
-        if width == 0:
-            raise CodecError("range: zero count width with more than one symbol")
-        nbytes = ((span + 1) * width + 7) // 8
-        idx = unpack_uint(reader.take(nbytes), span + 1, width)
-        if idx[0] == 0 or idx[-1] == 0:
-            raise CodecError("range: the band's first/last symbol has count 0")
+        present, idx = _read_table(reader, span, 63, "range")
         model_counts = self.counts_from_indices(idx, m)
-        present = np.flatnonzero(model_counts)
         coded = reader.take(reader.remaining)
-        model = self._model(model_counts[present])
+        model = self._model(model_counts)
         try:
             ranks = constriction.stream.queue.RangeDecoder(_words_from_bytes(coded)).decode(model, n)
         except Exception as exc:
@@ -626,7 +657,7 @@ class RangeCodec(Codec):
             raise CodecError("range: decoder returned out-of-model symbols")
         # Consistency: n symbols of this information content cannot come from fewer bytes (a
         # truncated or garbage stream decodes "from zeros" past its end).
-        info = self._information_bits(np.bincount(ranks, minlength=len(present)), model_counts[present])
+        info = self._information_bits(np.bincount(ranks, minlength=len(present)), model_counts)
         if info > 1.05 * 8 * len(coded) + 256:
             raise CodecError(
                 f"range: {n} decoded symbols carry {info:.0f} bits but the payload has only {8 * len(coded)}"

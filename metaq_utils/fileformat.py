@@ -245,10 +245,14 @@ def _normalize_groups(groups, n_tensors: int) -> list[tuple[GroupSpec, tuple[int
 
 
 def _stored_grid(grid: Grid, precision: str) -> tuple[Grid, int]:
-    exact32 = float(np.float32(grid.w0)) == grid.w0 and float(np.float32(grid.r)) == grid.r
+    with np.errstate(over="ignore"):
+        w0_32, r_32 = float(np.float32(grid.w0)), float(np.float32(grid.r))
+    exact32 = w0_32 == grid.w0 and r_32 == grid.r
     if precision == "float64" or (precision == "auto" and not exact32):
         return grid, _KIND_GRID64
-    return Grid(float(np.float32(grid.w0)), float(np.float32(grid.r)), grid.C), _KIND_GRID32
+    if not (np.isfinite(w0_32) and np.isfinite(r_32) and r_32 > 0):
+        raise ValueError(f"{grid} cannot be stored in float32")
+    return Grid(w0_32, r_32, grid.C), _KIND_GRID32
 
 
 @dataclass
@@ -262,6 +266,12 @@ class _Quantized:
     positions: np.ndarray | None  # sparse: survivor positions
     recon: np.ndarray  # flat float32 reconstruction
     flat: np.ndarray = field(repr=False, default=None)
+
+
+def _grid_values(grid: Grid) -> np.ndarray:
+    """float32 bucket centres (what ``dequantize`` returns); overflow shows up as inf."""
+    with np.errstate(over="ignore"):
+        return dequantize(np.arange(grid.C), grid)
 
 
 def _quantize_group(spec: GroupSpec, flat: np.ndarray, gi: int) -> _Quantized:
@@ -280,7 +290,9 @@ def _quantize_group(spec: GroupSpec, flat: np.ndarray, gi: int) -> _Quantized:
             raise ValueError(f"group {gi}: C = {grid.C} exceeds {MAX_CODEBOOK}")
         dt = "<f4" if kind == _KIND_GRID32 else "<f8"
         cb_bytes = np.array([grid.w0, grid.r], dtype=dt).tobytes() + encode_varint(grid.C)
-        values = dequantize(np.arange(grid.C), grid)
+        values = _grid_values(grid)
+        if not np.isfinite(values).all():
+            raise ValueError(f"group {gi}: grid centres overflow float32 ({grid})")
         to_index = lambda w: quantize_indices(w, grid)  # noqa: E731
     else:
         table = np.asarray(cb, dtype=np.float64)
@@ -590,7 +602,9 @@ def _parse_group(r: ByteReader, gi: int, n_groups: int, sizes: list[int], covere
         except (ValueError, TypeError) as exc:
             raise CompressedFileError(f"corrupted: group {gi} has an invalid grid ({exc})") from None
         job["codebook"] = grid
-        job["values"] = dequantize(np.arange(C), grid)
+        job["values"] = _grid_values(grid)
+        if not np.isfinite(job["values"]).all():
+            raise CompressedFileError(f"corrupted: group {gi} grid centres overflow float32")
     elif kind == _KIND_TABLE:
         K = r.varint(min(MAX_CODEBOOK, r.remaining // 4), f"codebook size of group {gi}")
         if K == 0:
