@@ -7,6 +7,7 @@
   compress CKPT             quantize and write a compressed model file
   decompress FILE           compressed file → plain state_dict file (torch.save)
   evaluate PATH             a checkpoint or a compressed file → accuracy, size, ratio (--json)
+  batch FILE                run notebooks with parameter sets through papermill into runs/
 """
 from __future__ import annotations
 
@@ -189,6 +190,14 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_batch(args) -> int:
+    from .batch import format_summary, run_batch
+    rows = run_batch(args.file, args.runs_dir, kernel_name=args.kernel, dry_run=args.dry_run)
+    print()
+    print(format_summary(rows))
+    return 0 if all(r.get("status", "ok") == "ok" for r in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m metaq_utils", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("path")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_evaluate)
+    b = sub.add_parser("batch", help="run notebooks with parameter sets (papermill) into runs/")
+    b.add_argument("file", help="batch file (JSON), see metaq_utils/batch.py")
+    b.add_argument("--runs-dir", default="runs")
+    b.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's)")
+    b.add_argument("--dry-run", action="store_true", help="list the runs without executing them")
+    b.set_defaults(func=_cmd_batch)
     return p
 
 

@@ -54,7 +54,6 @@ Caveats:
 
 from __future__ import annotations
 
-import math
 import zlib
 from abc import ABC, abstractmethod
 
@@ -454,9 +453,10 @@ class HuffmanCodec(Codec):
     """Huffman coding with ``constriction.symbol`` (``EncoderHuffmanTree``/``QueueEncoder``).
 
     Payload: ``varint first, varint span`` (the band ``[first, first+span]`` of symbols that
-    occur), then — if more than one symbol occurs — ``varint width`` and the code length of every
-    symbol in the band (0 = absent) bit-packed with ``width`` bits, then the code bits as
-    little-endian uint32 words with up to 3 trailing zero bytes dropped.
+    occur), then — if more than one symbol occurs — the table of code lengths of the occurring
+    symbols (see ``_write_table``: bit-packed over the band with 0 = absent, or a list of the
+    occurring symbols when they are few), then the code bits as little-endian uint32 words with
+    up to 3 trailing zero bytes dropped.
 
     Code lengths come from a Huffman tree built on the exact counts; the encoder and decoder then
     both build their trees from the dyadic probabilities ``2**-length`` (for which the Huffman
@@ -543,9 +543,10 @@ class RangeCodec(Codec):
     ``constriction.stream.model.Categorical(counts, perfect=False)`` model.
 
     Payload: ``varint first, varint span`` (band of occurring symbols); if more than one symbol
-    occurs: ``varint m, varint width`` and the band's *count indices* bit-packed with ``width``
-    bits (0 = absent), then the range coder's uint32 words, little-endian, trailing zero bytes
-    dropped (the decoder reads zeros past the end of its buffer; the encoder checks this by
+    occurs: ``varint m`` and the table of *count indices* of the occurring symbols (see
+    ``_write_table``: bit-packed over the band with 0 = absent, or a list of the occurring
+    symbols when they are few), then the range coder's uint32 words, little-endian, trailing zero
+    bytes dropped (the decoder reads zeros past the end of its buffer; the encoder checks this by
     decoding).
 
     Counts are stored rounded to ``m+1`` significant bits (exact when ``c < 2**(m+1)``):

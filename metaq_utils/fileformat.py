@@ -152,8 +152,8 @@ class GroupInfo:
 
 @dataclass(frozen=True, eq=False)
 class CompressedModel:
-    """A decoded file. ``tensors``: float32 arrays in parameter order (read-only views are not
-    used: each array is freshly allocated and writable)."""
+    """A decoded file. ``tensors``: float32 arrays in parameter order, each its own writable
+    buffer; ``shapes`` as stored; ``groups`` with codebooks, codecs and byte counts."""
 
     arch: str
     version: int
@@ -536,7 +536,10 @@ def _decode(data: bytes, expected_arch, expected_shapes, max_params: int) -> Com
         total += int(np.prod(shape, dtype=object)) if shape else 1
         if total > max_params:
             raise CompressedFileError(f"corrupted or too large: more than max_params = {max_params} parameters")
-    want = _shape_list(expected_shapes, arch)
+    try:
+        want = _shape_list(expected_shapes, arch)
+    except Exception as exc:
+        raise CompressedFileError(f"architecture {arch!r}: expected_shapes failed ({type(exc).__name__}: {exc})") from exc
     if want is not None and want != shapes:
         raise CompressedFileError(f"shape mismatch: file has {shapes}, architecture {arch!r} expects {want}")
     sizes = [int(np.prod(s, dtype=np.int64)) if s else 1 for s in shapes]
@@ -557,7 +560,7 @@ def _decode(data: bytes, expected_arch, expected_shapes, max_params: int) -> Com
         recon, info = _decode_group(job, gi)
         start = 0
         for i in info.tensors:
-            tensors[i] = recon[start : start + sizes[i]].reshape(shapes[i])
+            tensors[i] = recon[start : start + sizes[i]].reshape(shapes[i]).copy()
             start += sizes[i]
         infos.append(info)
     return CompressedModel(arch, VERSION, tuple(shapes), tensors, tuple(infos), len(data))

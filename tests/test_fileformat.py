@@ -88,7 +88,8 @@ def test_header_overhead_lenet5_single_group():
         + 1 + len(encode_varint(payload))  # codec id, payload length
         + 4  # CRC-32
     )
-    assert expected == 62 if payload < 128 else 63 if payload < 16384 else 64
+    assert 128 <= payload < 16384  # 2-byte payload-length varint
+    assert expected == 62
     assert cm.overhead_bytes == expected
     assert len(data) == expected + payload
     # a grid not exactly representable in float32 costs 8 more bytes (float64 storage)

@@ -42,7 +42,8 @@ def test_matches_formula_and_grid_bucket_of():
     w = rng.normal(-0.1, 0.6, 20_000).astype(np.float32)
     idx = quantize_indices(w, THESIS)
     assert idx.dtype == np.int64 and idx.shape == w.shape
-    ref = np.clip(np.floor((w.astype(np.float64) - (THESIS.w0 - THESIS.r)) / (2 * THESIS.r / THESIS.C)), 0, THESIS.C - 1)
+    delta = 2 * THESIS.r / THESIS.C
+    ref = np.clip(np.floor((w.astype(np.float64) - (THESIS.w0 - THESIS.r)) / delta), 0, THESIS.C - 1)
     np.testing.assert_array_equal(idx, ref)
     np.testing.assert_array_equal(idx, THESIS.bucket_of(w))
 

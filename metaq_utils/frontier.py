@@ -1,0 +1,263 @@
+"""The one shared accuracy-vs-file-size table, ``results/frontier.csv``, and its figure.
+
+Every compression method (METaQ and its variants, Deep Compression, ...) appends its *measured*
+points here: test accuracy of the network decoded from a real compressed file, and the size of
+that whole file in bits (:mod:`metaq_utils.fileformat`). One row per (method, network, run).
+
+Columns (``COLUMNS``; a CSV with a header, UTF-8):
+
+=================  ===========================================================================
+method             e.g. ``deep-compression``, ``metaq-thesis``, ``adjacent``, ``no-entropy-term``
+network            ``lenet5`` | ``lenet300100`` (architecture names of :mod:`metaq_utils.networks`)
+accuracy           test accuracy as a **fraction** in [0, 1] (0.9901, not 99.01)
+file_bits          size of the whole compressed file in bits (8 × bytes)
+run                the run's name (for this repository's runs: the folder under ``runs/``)
+bits_per_weight    file_bits / n_params (filled in from ``n_params`` when left empty)
+n_params           number of parameters of the network (weights and biases)
+notes              free text (configuration summary, caveats)
+=================  ===========================================================================
+
+:func:`append_points` replaces rows with the same ``(method, network, run)`` key, so re-running an
+experiment does not duplicate its points; the file is rewritten atomically under an exclusive
+lock (several processes may append at the same time).
+
+Points that were *not* measured here are kept out of the CSV and live in this module as
+reference constants: METaQ's reported thesis result (:data:`METAQ_REPORTED`, spec §3) and the
+published Deep Compression results (:data:`DEEP_COMPRESSION_PUBLISHED`, Han et al. 2016).
+:func:`plot_frontier` draws them with hollow markers and says so in the legend.
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .checkpoints import REPO_ROOT, atomic_write_bytes
+from .networks import EXPECTED_PARAMETERS
+
+__all__ = ["COLUMNS", "DEFAULT_PATH", "FrontierPoint", "ReferencePoint", "METAQ_REPORTED",
+           "DEEP_COMPRESSION_PUBLISHED", "append_points", "read_frontier", "format_frontier",
+           "plot_frontier", "resolve"]
+
+DEFAULT_PATH = REPO_ROOT / "results" / "frontier.csv"
+COLUMNS = ("method", "network", "accuracy", "file_bits", "run", "bits_per_weight", "n_params", "notes")
+
+
+def resolve(path: str | Path | None, default: Path = DEFAULT_PATH) -> Path:
+    """``None`` → ``default``; a relative path is taken relative to the repository root (so the
+    notebooks, which run in ``notebooks/``, and the scripts name the same files)."""
+    if path is None:
+        return default
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    """One measured point: a decoded network's test accuracy and its compressed file's size."""
+    method: str
+    network: str
+    accuracy: float            # fraction in [0, 1]
+    file_bits: int             # whole file, bits
+    run: str
+    bits_per_weight: float | None = None
+    n_params: int | None = None
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("method", "network", "run"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or value != value.strip():
+                raise ValueError(f"{name} must be a non-empty string without surrounding spaces, got {value!r}")
+        acc = float(self.accuracy)
+        if not 0.0 <= acc <= 1.0:
+            raise ValueError(f"accuracy must be a fraction in [0, 1], got {self.accuracy!r} "
+                             "(a percentage? divide by 100)")
+        object.__setattr__(self, "accuracy", acc)
+        bits = int(self.file_bits)
+        if bits != float(self.file_bits) or bits <= 0:
+            raise ValueError(f"file_bits must be a positive integer, got {self.file_bits!r}")
+        object.__setattr__(self, "file_bits", bits)
+        n = self.n_params
+        if n in (None, ""):
+            n = EXPECTED_PARAMETERS.get(self.network)
+        object.__setattr__(self, "n_params", None if n is None else int(n))
+        bpw = self.bits_per_weight
+        if bpw in (None, "") or (isinstance(bpw, float) and math.isnan(bpw)):
+            bpw = bits / self.n_params if self.n_params else None
+        object.__setattr__(self, "bits_per_weight", None if bpw is None else float(bpw))
+        object.__setattr__(self, "notes", "" if self.notes is None else str(self.notes))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.method, self.network, self.run)
+
+    @property
+    def compression_ratio(self) -> float | None:
+        """32·n / file_bits (against float32 storage of every parameter)."""
+        return 32 * self.n_params / self.file_bits if self.n_params else None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "FrontierPoint":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in row.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ReferencePoint:
+    """A point that was not measured here (reported in a thesis or a paper)."""
+    label: str
+    network: str               # the network of *our* axes it is drawn on
+    accuracy: float            # fraction
+    file_bits: int             # on our network (see ``how``)
+    how: str                   # where the number comes from and how it was translated
+
+
+# Spec §3: thesis Table 8, C_Q = 140 model coded with zstd-22: 48,824 bits at 99.01 %.
+METAQ_REPORTED = ReferencePoint(
+    label="METaQ reported (thesis)", network="lenet5", accuracy=0.9901, file_bits=48_824,
+    how="thesis Table 8: zstd-22 of the C_Q = 140 model, 99.01 %; reported, not measured here")
+
+# Han et al. 2016, Table 1: compression ratio against 32-bit weights, and top-1 error. The ratio
+# is translated to bits on our network as 32·n/ratio (bits per weight transfer between sizes).
+# LeNet-300-100 is the same architecture as ours; LeNet-5 in the paper is LeNet-5-Caffe with
+# 431K parameters (conv 20/50 channels, fc 500), NOT our 44,426-parameter LeNet-5.
+DEEP_COMPRESSION_PUBLISHED = (
+    ReferencePoint(
+        label="Deep Compression published (LeNet-300-100, 40×)", network="lenet300100",
+        accuracy=1 - 0.0158, file_bits=round(32 * EXPECTED_PARAMETERS["lenet300100"] / 40),
+        how="Han et al. 2016 Table 1: 40× at 1.58 % error; drawn at 32·266,610/40 bits"),
+    ReferencePoint(
+        label="Deep Compression published (LeNet-5-Caffe 431K, 39×; other network)", network="lenet5",
+        accuracy=1 - 0.0074, file_bits=round(32 * EXPECTED_PARAMETERS["lenet5"] / 39),
+        how="Han et al. 2016 Table 1: 39× at 0.74 % error on LeNet-5-Caffe (431K parameters); "
+            "drawn at the same ratio on our 44,426 parameters, 32·44,426/39 bits"),
+)
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> list[FrontierPoint]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("method", "network", "accuracy", "file_bits", "run") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: not a frontier table, columns {missing} are missing")
+        return [FrontierPoint.from_row(row) for row in reader]
+
+
+def read_frontier(path: str | Path | None = None, *, method: str | None = None,
+                  network: str | None = None) -> list[FrontierPoint]:
+    """All points of the table (in file order), optionally only one method / network.
+    A missing file is an empty table."""
+    points = _read(resolve(path))
+    return [p for p in points if (method is None or p.method == method) and (network is None or p.network == network)]
+
+
+def append_points(rows: Iterable[FrontierPoint | Mapping[str, Any]], path: str | Path | None = None) -> Path:
+    """Add points to the table; a row with the same ``(method, network, run)`` as an existing one
+    replaces it in place (so re-running does not duplicate). New rows go at the end, in the given
+    order (the last of duplicated keys within ``rows`` wins). Written atomically, under a lock."""
+    new = [r if isinstance(r, FrontierPoint) else FrontierPoint.from_row(r) for r in rows]
+    path = resolve(path)
+    with _locked(path):
+        points = _read(path)
+        incoming: dict[tuple[str, str, str], FrontierPoint] = {}
+        for p in new:                      # first appearance fixes the position, the last value wins
+            incoming[p.key] = p
+        out = [incoming.pop(p.key, p) for p in points]   # replace in place
+        out += list(incoming.values())                    # then the new keys, in order
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for p in out:
+            row = asdict(p)
+            row["accuracy"] = repr(p.accuracy)
+            row["bits_per_weight"] = "" if p.bits_per_weight is None else f"{p.bits_per_weight:.6f}"
+            row["n_params"] = "" if p.n_params is None else p.n_params
+            writer.writerow(row)
+        atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+    return path
+
+
+def format_frontier(points: Sequence[FrontierPoint]) -> str:
+    """A Markdown table of the points, sorted by network, method, file size."""
+    lines = ["| network | method | run | accuracy (%) | file bits | bits/weight | ratio (32n/bits) |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for p in sorted(points, key=lambda p: (p.network, p.method, p.file_bits)):
+        bpw = "" if p.bits_per_weight is None else f"{p.bits_per_weight:.3f}"
+        ratio = "" if p.compression_ratio is None else f"{p.compression_ratio:.1f}×"
+        lines.append(f"| {p.network} | {p.method} | {p.run} | {100 * p.accuracy:.2f} | {p.file_bits:,} | {bpw} | {ratio} |")
+    return "\n".join(lines)
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h")
+
+
+def plot_frontier(ax=None, networks: Sequence[str] = ("lenet5", "lenet300100"), *,
+                  points: Sequence[FrontierPoint] | None = None, path: str | Path | None = None,
+                  show_references: bool = True):
+    """Test accuracy (%) against compressed file size (bits, log x-axis), one panel per network,
+    one marker style per method (the same style for a method on every panel).
+
+    ``ax``: ``None`` (a new figure with one panel per network), one Axes (one network) or a
+    sequence of Axes (one per network). ``points``: default :func:`read_frontier` of ``path``.
+    ``show_references``: also draw METaQ's *reported* thesis point and the published Deep
+    Compression points, hollow, labelled as reported/published. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    networks = list(networks)
+    if ax is None:
+        fig, axes = plt.subplots(1, len(networks), figsize=(6.2 * len(networks), 4.6), squeeze=False)
+        axes = list(axes[0])
+    else:
+        axes = list(ax) if isinstance(ax, (list, tuple)) or hasattr(ax, "__len__") else [ax]
+        if len(axes) != len(networks):
+            raise ValueError(f"{len(axes)} axes for {len(networks)} networks")
+        fig = axes[0].figure
+    if points is None:
+        points = read_frontier(path)
+    methods = list(dict.fromkeys(p.method for p in points))
+    style = {m: _MARKERS[i % len(_MARKERS)] for i, m in enumerate(methods)}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {m: colors[i % len(colors)] for i, m in enumerate(methods)}
+    references = (METAQ_REPORTED, *DEEP_COMPRESSION_PUBLISHED) if show_references else ()
+    for axis, net in zip(axes, networks):
+        for m in methods:
+            pts = sorted((p for p in points if p.network == net and p.method == m), key=lambda p: p.file_bits)
+            if pts:
+                axis.plot([p.file_bits for p in pts], [100 * p.accuracy for p in pts], linestyle="none",
+                          marker=style[m], color=color[m], markersize=7, label=f"{m} (measured)")
+        for ref in references:
+            if ref.network == net:
+                is_metaq = ref is METAQ_REPORTED
+                axis.plot([ref.file_bits], [100 * ref.accuracy], linestyle="none",
+                          marker="*" if is_metaq else "X", markersize=15 if is_metaq else 11,
+                          markerfacecolor="none", markeredgewidth=1.6,
+                          color="crimson" if is_metaq else "dimgray", label=ref.label)
+        axis.set_xscale("log")
+        axis.set_xlabel("compressed file size (bits, log scale)")
+        axis.set_ylabel("test accuracy (%)")
+        axis.set_title(net)
+        axis.grid(True, which="both", alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

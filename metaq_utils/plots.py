@@ -1,0 +1,49 @@
+"""Figures the notebooks share (matplotlib only)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import matplotlib.pyplot as plt
+
+from .ptq import SweepPoint
+
+__all__ = ["plot_training_history", "plot_cq_sweep"]
+
+
+def plot_training_history(history: Sequence[dict[str, Any]], title: str = "", reference: dict | None = None):
+    """Test accuracy and entropy of the weights quantized to the training grid, per epoch."""
+    epochs = [r["epoch"] for r in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    a1.plot(epochs, [100 * r["test_accuracy"] for r in history], marker=".")
+    a1.set_xlabel("epoch"); a1.set_ylabel("test accuracy (%)"); a1.grid(alpha=0.3)
+    if "entropy_grid_bits" in history[0]:
+        a2.plot(epochs, [r["entropy_grid_bits"] for r in history], marker=".", label="ours (training grid)")
+    if reference:
+        a1.axhline(100 * reference["accuracy"], color="gray", ls="--", label="thesis, epoch 144")
+        a2.axhline(reference["entropy_bits"], color="gray", ls="--", label="thesis, epoch 144")
+        a1.legend()
+    a2.set_xlabel("epoch"); a2.set_ylabel("entropy (bits)"); a2.grid(alpha=0.3); a2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_cq_sweep(points: Sequence[SweepPoint], selected: SweepPoint | None = None, thesis: Sequence[tuple] = ()):
+    """Accuracy and size (entropy, and the range-coded file if measured) against C_Q."""
+    cq = [p.C_Q for p in points]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    a1.plot(cq, [100 * p.accuracy for p in points], marker=".", lw=0.8)
+    a1.set_xscale("log"); a1.set_xlabel("C_Q"); a1.set_ylabel("test accuracy (%)"); a1.grid(alpha=0.3)
+    a2.plot(cq, [p.entropy_bits for p in points], marker=".", lw=0.8, label="zero-order entropy")
+    if points and points[0].file_bits is not None:
+        a2.plot(cq, [p.file_bits for p in points], lw=0.8, label="range-coded file")
+    if thesis:
+        a1.scatter([t[0] for t in thesis], [100 * t[1] for t in thesis], color="gray", marker="x", label="thesis Table 7")
+        a2.scatter([t[0] for t in thesis], [t[2] for t in thesis], color="gray", marker="x", label="thesis Table 7")
+        a1.legend()
+    if selected is not None:
+        a1.axvline(selected.C_Q, color="red", ls=":", lw=1)
+        a2.axvline(selected.C_Q, color="red", ls=":", lw=1, label=f"selected C_Q = {selected.C_Q}")
+    a2.set_xscale("log"); a2.set_xlabel("C_Q"); a2.set_ylabel("bits"); a2.grid(alpha=0.3); a2.legend()
+    fig.tight_layout()
+    return fig
