@@ -4,8 +4,9 @@ PY := .venv/bin/python
 setup:
 	@bash scripts/setup.sh
 run: setup
-	$(PY) -m metaq_utils train --out BestModelsBeforeQuantization/lenet5_plain.pt
+	$(PY) -m metaq_utils pipeline --epochs 30 --name metaq_lenet5
+# unit tests, then the notebooks with nbval (checked cells: # NBVAL_CHECK_OUTPUT)
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env
 bench: setup
 	$(PY) bench/bench_training.py

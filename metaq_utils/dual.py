@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -53,6 +54,15 @@ __all__ = [
 
 LN2 = math.log(2.0)
 _TINY = 1e-300
+_LANES = 8  # interleaved histogram copies in the O(n) pass
+
+
+@lru_cache(maxsize=16)
+def _lane_offsets(m: int, C: int) -> np.ndarray:
+    """Read-only (i mod _LANES)·(C − 1) for i < m: spreads consecutive weights over bin copies."""
+    offs = (np.arange(m, dtype=np.intp) % _LANES) * (C - 1)
+    offs.setflags(write=False)
+    return offs
 
 
 def c_star(xi: np.ndarray, c_lo: float, c_hi: float) -> np.ndarray:
@@ -86,9 +96,10 @@ class DualEval:
 class DualOracle:
     """φ_w(ξ) and a supergradient in O(C) per call after one O(n) pass over w (spec §2.2).
 
-    Memory: O(C) for the aggregates, plus O(n) int64 interval indices kept only when
-    n ≤ ``chunk`` (to make the final β gather a single indexing); larger n is processed in
-    chunks of ``chunk`` weights and β is gathered chunk by chunk.
+    Memory: O(C) for the aggregates plus the interval index of every weight, kept for the final
+    β gather — int64 when n ≤ ``chunk`` (the training hot path: one gather), else uint16 (2 bytes
+    per weight; uint32 for C > 8,193) filled chunk by chunk through two reused chunk buffers.
+    ``w`` is referenced, not copied.
     """
 
     def __init__(
@@ -97,7 +108,7 @@ class DualOracle:
         grid: Grid,
         c_lo: float = 0.01,
         c_hi: float | None = None,
-        chunk: int = 1 << 18,
+        chunk: int = 1 << 16,
     ) -> None:
         if not isinstance(grid, Grid):
             raise TypeError(f"grid must be a metaq_utils.grid.Grid, got {type(grid).__name__}")
@@ -121,20 +132,34 @@ class DualOracle:
         self.c_lo = c_lo
         self.c_hi = c_hi
         self.chunk = int(chunk)
-        self._w = w_arr
         self._v = grid.v
         self._v0 = float(grid.v[0])
         self._inv_delta = 1.0 / grid.delta
-        # one O(n) pass: per-interval count N_k and Σ (w − v_k)/Δ, stored as prefix sums
-        N = np.zeros(C - 1)
-        U = np.zeros(C - 1)
-        self._k: np.ndarray | None = None
+        # one O(n) pass: per-interval count N_k and Σ (w − v_k)/Δ, stored as prefix sums.
+        # Consecutive weights are spread over _LANES interleaved copies of the C − 1 bins
+        # (index k + lane·(C−1)): bincount's scatter-add then has no store-to-load dependency
+        # chains when many consecutive weights share an interval (clustered weights, small C).
+        m = min(n, self.chunk)
+        nbins = _LANES * (C - 1)
+        self._ubuf = np.empty(m)  # reused chunk buffers: no per-chunk allocation
+        self._kbuf = np.empty(m, dtype=np.intp)
+        self._lanes = _lane_offsets(m, C)
+        if n <= self.chunk:  # the hot path: keep the (laned) interval index for a single gather
+            self._k = self._kbuf
+        else:  # keep it compactly (2 bytes/weight while 8(C−1) ≤ 65,536) for the chunked gather
+            self._k = np.empty(n, dtype=np.uint16 if nbins <= 65_536 else np.uint32)
+        N = np.zeros(nbins)
+        U = np.zeros(nbins)
         for s in range(0, n, self.chunk):
             k, u = self._intervals(w_arr[s : s + self.chunk], s)
-            N += np.bincount(k, minlength=C - 1)
-            U += np.bincount(k, weights=u, minlength=C - 1)  # Σ u_i, u_i = (w_i − v_0)/Δ
-            if n <= self.chunk:
-                self._k = k
+            N += np.bincount(k, minlength=nbins)
+            U += np.bincount(k, weights=u, minlength=nbins)  # Σ u_i, u_i = (w_i − v_0)/Δ
+            if n > self.chunk:
+                self._k[s : s + k.shape[0]] = k
+        if n > self.chunk:
+            self._ubuf = self._kbuf = None  # free the chunk buffers
+        N = N.reshape(_LANES, C - 1).sum(axis=0)
+        U = U.reshape(_LANES, C - 1).sum(axis=0)
         kN = N * np.arange(C - 1)  # Σ_{i in k} k (exact integers)
         cum = np.zeros((3, C))
         np.cumsum(N, out=cum[0, 1:])  # cumN[k] = Σ_{k' < k} N_k'
@@ -148,16 +173,19 @@ class DualOracle:
         self._ln_c_hi = math.log(c_hi)
 
     def _intervals(self, wc: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-        """Interval k ∈ [0, C−2] and u = (clamp(w) − v_0)/Δ ∈ [0, C−1] for a chunk of weights."""
+        """Laned interval index k + lane·(C−1), k ∈ [0, C−2], and u = (clamp(w) − v_0)/Δ ∈ [0, C−1]."""
         if not math.isfinite(float(wc.sum())) and not np.isfinite(wc).all():
             bad = int(np.flatnonzero(~np.isfinite(wc))[0]) + start
             raise ValueError(f"w contains NaN or inf (first at index {bad})")
-        u = np.subtract(wc, self._v0, dtype=np.float64)
-        u *= self._inv_delta
-        np.maximum(u, 0.0, out=u)  # clamp w to [v_0, v_{C−1}]
-        np.minimum(u, self.C - 1.0, out=u)
-        k = u.astype(np.intp)  # floor, u ≥ 0
+        m = wc.shape[0]
+        u = self._ubuf[:m]
+        k = self._kbuf[:m]
+        np.multiply(wc, self._inv_delta, out=u, dtype=np.float64)  # float32 w: compute in float64
+        u -= self._v0 * self._inv_delta
+        np.clip(u, 0.0, self.C - 1.0, out=u)  # clamp w to [v_0, v_{C−1}]
+        k[...] = u  # floor (truncation), u ≥ 0
         np.minimum(k, self.C - 2, out=k)
+        k += self._lanes[:m]
         return k, u
 
     # ------------------------------------------------------------------ evaluation
@@ -214,14 +242,14 @@ class DualOracle:
         return value, g
 
     def beta_from(self, vertices: np.ndarray, slopes: np.ndarray) -> np.ndarray:
-        """Per-weight envelope slopes β_i (float64, length n): one gather per chunk."""
-        slope_of_interval = np.repeat(slopes, np.diff(vertices))  # (C−1,)
-        if self._k is not None:
-            return slope_of_interval[self._k]
+        """Per-weight envelope slopes β_i (float64, length n): one gather (chunked for large n)."""
+        slope_of_bin = np.tile(np.repeat(slopes, np.diff(vertices)), _LANES)  # laned (C−1) bins
+        if self.n <= self.chunk:
+            return slope_of_bin[self._k]
         beta = np.empty(self.n)
         for s in range(0, self.n, self.chunk):
-            k, _ = self._intervals(self._w[s : s + self.chunk], s)
-            np.take(slope_of_interval, k, out=beta[s : s + k.shape[0]])
+            e = min(s + self.chunk, self.n)
+            np.take(slope_of_bin, self._k[s:e], out=beta[s:e], mode="clip")  # unbuffered
         return beta
 
     def beta(self, xi: np.ndarray) -> np.ndarray:
@@ -284,6 +312,14 @@ def _result(oracle: DualOracle, best: _Best, history: list, method: str) -> Dual
     )
 
 
+def _start(oracle: DualOracle, xi0: np.ndarray, sort_xi: bool) -> np.ndarray:
+    """Validated copy of the warm start (sorted when ``sort_xi``)."""
+    xi = oracle._check(xi0).copy()
+    if sort_xi:
+        xi.sort()
+    return xi
+
+
 def dss(
     oracle: DualOracle,
     xi0: np.ndarray,
@@ -292,7 +328,7 @@ def dss(
     sort_xi: bool = False,
 ) -> DualResult:
     """Deflected/diminishing subgradient step ξ_{k+1} = ξ_k + γ_k g_k, γ_k = step_scale/k (74)–(75)."""
-    xi = oracle._check(xi0).copy()
+    xi = _start(oracle, xi0, sort_xi)
     best, history = _Best(), []
     for k in range(1, iterations + 1):
         ev = oracle._eval(xi)
@@ -315,14 +351,18 @@ def fista(
 
     σ_k = ξ_k + ((t_{k−1} − 1)/t_k)(ξ_k − ξ_{k−1}),  ξ_{k+1} = σ_k + g(σ_k)/ζ,
     t_{k+1} = (1 + sqrt(1 + 4 t_k²))/2. Each iteration evaluates φ_w at σ_k (σ_1 = ξ0).
+    With ``sort_xi`` (the reference behaviour) ξ_{k+1} and σ_k are sorted ascending, so every
+    evaluated point — and the returned one — is sorted and every β ≥ 0.
     """
-    xi = oracle._check(xi0).copy()
+    xi = _start(oracle, xi0, sort_xi)
     xi_prev = xi
     t_prev, t = 1.0, 1.0
     inv_zeta = 1.0 / zeta
     best, history = _Best(), []
     for _ in range(iterations):
         sigma = xi + ((t_prev - 1.0) / t) * (xi - xi_prev)  # (83)
+        if sort_xi:  # the extrapolation of two sorted points need not be sorted
+            sigma.sort()
         ev = oracle._eval(sigma)
         history.append(ev[0])
         best.offer(sigma, ev)
@@ -349,7 +389,7 @@ def pbm_thesis(
     ξ_{k+1} = ξ_j + g_j/ζ (87). (The reference code also added +ζ/2‖ξ_k − ξ_j‖² to the score and
     clipped ξ to [0.01, n]; neither is in the spec, neither is done here.)
     """
-    xi = oracle._check(xi0).copy()
+    xi = _start(oracle, xi0, sort_xi)
     bundle: deque = deque(maxlen=bundle_size)
     best, history = _Best(), []
     inv_zeta = 1.0 / zeta
@@ -445,7 +485,7 @@ def proximal_bundle(
         raise ValueError(f"bundle_size must be >= 2, got {bundle_size}")
     if not 0.0 < m < 1.0:
         raise ValueError(f"m must be in (0, 1), got {m}")
-    centre = oracle._check(xi0).copy()
+    centre = _start(oracle, xi0, sort_xi)
     ev = oracle._eval(centre)
     f_c = ev[0]
     best, history = _Best(), [ev[0]]
@@ -502,8 +542,10 @@ def solve_dual(
 ) -> DualResult:
     """Maximise φ_w(ξ) (17) from the warm start ξ0 (default: c* = n/C) — the training hot path.
 
-    method: "dss" | "fista" | "pbm_thesis" | "bundle". ``iterations`` counts oracle evaluations.
-    c_hi defaults to n (thesis). ``oracle`` may pass a prebuilt :class:`DualOracle` for (w, grid,
+    method: "dss" | "fista" | "pbm_thesis" | "bundle". ``iterations`` counts oracle evaluations
+    (the bundle method may stop earlier when its model predicts no increase). c_hi defaults to n
+    (thesis). ``sort_xi`` reproduces the reference code: ξ (the warm start included) is sorted
+    ascending after every step, so every evaluated ξ is sorted and every β ≥ 0. ``oracle`` may pass a prebuilt :class:`DualOracle` for (w, grid,
     c_lo, c_hi) to skip the O(n) pass.
     """
     if method not in METHODS:

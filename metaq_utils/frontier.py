@@ -39,9 +39,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .checkpoints import REPO_ROOT, atomic_write_bytes
 from .networks import EXPECTED_PARAMETERS
+from .thesis import HEADLINE
 
 __all__ = ["COLUMNS", "DEFAULT_PATH", "FrontierPoint", "ReferencePoint", "METAQ_REPORTED",
-           "DEEP_COMPRESSION_PUBLISHED", "append_points", "read_frontier", "format_frontier",
+           "DEEP_COMPRESSION_PUBLISHED", "append_points", "read_frontier", "format_frontier", "pareto_front",
            "plot_frontier", "resolve"]
 
 DEFAULT_PATH = REPO_ROOT / "results" / "frontier.csv"
@@ -120,7 +121,7 @@ class ReferencePoint:
 
 # Spec §3: thesis Table 8, C_Q = 140 model coded with zstd-22: 48,824 bits at 99.01 %.
 METAQ_REPORTED = ReferencePoint(
-    label="METaQ reported (thesis)", network="lenet5", accuracy=0.9901, file_bits=48_824,
+    label="METaQ reported (thesis)", network="lenet5", accuracy=HEADLINE["accuracy"], file_bits=HEADLINE["file_bits"],
     how="thesis Table 8: zstd-22 of the C_Q = 140 model, 99.01 %; reported, not measured here")
 
 # Han et al. 2016, Table 1: compression ratio against 32-bit weights, and top-1 error. The ratio
@@ -207,6 +208,16 @@ def format_frontier(points: Sequence[FrontierPoint]) -> str:
     return "\n".join(lines)
 
 
+def pareto_front(points: Sequence[FrontierPoint]) -> list[FrontierPoint]:
+    """The points no other point beats: none is at most as large with at least the same accuracy
+    and better in one of the two. Sorted by file size (accuracy then increases strictly)."""
+    front: list[FrontierPoint] = []
+    for p in sorted(points, key=lambda p: (p.file_bits, -p.accuracy)):
+        if not front or p.accuracy > front[-1].accuracy:
+            front.append(p)
+    return front
+
+
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h")
 
 
@@ -214,7 +225,8 @@ def plot_frontier(ax=None, networks: Sequence[str] = ("lenet5", "lenet300100"), 
                   points: Sequence[FrontierPoint] | None = None, path: str | Path | None = None,
                   show_references: bool = True):
     """Test accuracy (%) against compressed file size (bits, log x-axis), one panel per network,
-    one marker style per method (the same style for a method on every panel).
+    one marker style per method (the same style for a method on every panel), each method's
+    Pareto front (:func:`pareto_front`) joined by a thin line.
 
     ``ax``: ``None`` (a new figure with one panel per network), one Axes (one network) or a
     sequence of Axes (one per network). ``points``: default :func:`read_frontier` of ``path``.
@@ -245,6 +257,9 @@ def plot_frontier(ax=None, networks: Sequence[str] = ("lenet5", "lenet300100"), 
             if pts:
                 axis.plot([p.file_bits for p in pts], [100 * p.accuracy for p in pts], linestyle="none",
                           marker=style[m], color=color[m], markersize=7, label=f"{m} (measured)")
+                front = pareto_front(pts)       # the method's best trade-offs, joined by a thin line
+                axis.plot([p.file_bits for p in front], [100 * p.accuracy for p in front], linestyle="-",
+                          linewidth=0.8, color=color[m], alpha=0.6, label="_nolegend_")
         for ref in references:
             if ref.network == net:
                 is_metaq = ref is METAQ_REPORTED

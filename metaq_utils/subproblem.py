@@ -291,8 +291,8 @@ def solve_cvxpy(
 ) -> SubproblemSolution:
     """CVXPY reference, as the thesis used (optional: needs ``cvxpy``; interior-point by default).
 
-    An interior-point x may spread over tied buckets; it is purified to the nearest support
-    buckets bracketing w (all on the optimal supporting line). Accuracy is the solver's (~1e-8).
+    An interior-point x may spread over tied or nearly tied buckets; it is purified to the cheapest
+    pair of support buckets bracketing w. The multiplier is CVXPY's dual value (accuracy ~1e-8).
     """
     import cvxpy as cp  # optional dependency
 
@@ -312,11 +312,18 @@ def solve_cvxpy(
         if prob.status != cp.OPTIMAL:
             raise RuntimeError(f"cvxpy failed on weight {i} (w={wi!r}): {prob.status}")
         xv = np.asarray(x.value)
-        support = np.flatnonzero(xv > 1e-6 * max(1.0, xv.max()))
+        support = np.flatnonzero(xv > 1e-9 * max(1.0, xv.max()))
         left = support[v_arr[support] <= wi]
         right = support[v_arr[support] >= wi]
-        lo[i] = left.max() if left.size else support.min()
-        hi[i] = right.min() if right.size else support.max()
+        if left.size == 0 or right.size == 0:  # numerically at an end of the range
+            left = right = support[[np.argmin(np.abs(v_arr[support] - wi))]]
+        # purification: the cheapest bracketing pair among the support buckets
+        va, vb = v_arr[left][:, None], v_arr[right][None, :]
+        span = np.where(vb > va, vb - va, 1.0)
+        th = np.where(vb > va, (wi - va) / span, 0.0)
+        val = (1.0 - th) * xi_arr[left][:, None] + th * xi_arr[right][None, :]
+        ia, ib = np.unravel_index(int(np.argmin(val)), val.shape)
+        lo[i], hi[i] = left[ia], right[ib]
         # CVXPY's Lagrangian is f + ν·(v·x − w) for `v@x == w`, so ∂value/∂w = −ν
         beta[i] = -float(cons[0].dual_value)
     return _from_pairs(w_arr, v_arr, xi_arr, lo, hi, beta, "cvxpy")

@@ -1,0 +1,90 @@
+"""Our own variant (issue 8), clearly separated from METaQ: "adjacent-zero".
+
+Starting from a plain pretrained LeNet-5, fine-tune with the adjacent-bucket soft-entropy term
+(spec §4.4, ``METaQConfig(variant="adjacent")``) on a grid centred at zero (w0 = 0, odd C, so one
+bucket is {≈0}); no L2 term (α = 0). Then sweep post-training quantization on zero-centred grids
+(odd C_Q), write every point as a real range-coded file, and pick the smallest file whose test
+accuracy is at least ``--target``. Everything goes to runs/ours/<name>/.
+
+    python experiments/ours.py --pretrained runs/ours/plain_pretrain.pt --lam 2e-5 --epochs 6 --name adj_lam2e-5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from metaq_utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from metaq_utils.data import load_mnist  # noqa: E402
+from metaq_utils.grid import Grid  # noqa: E402
+from metaq_utils.pipeline import code_with_every_codec  # noqa: E402
+from metaq_utils.ptq import model_vector, quantize_model, sweep_cq  # noqa: E402
+from metaq_utils.regularizer import METaQConfig, METaQRegularizer  # noqa: E402
+from metaq_utils.training import TrainConfig, evaluate, train  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pretrained", required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--lam", type=float, default=2e-5)
+    ap.add_argument("--C", type=int, default=15, help="training grid buckets (odd: a bucket at 0)")
+    ap.add_argument("--r", type=float, default=None, help="half-range (default: max |w| of the pretrained model)")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target", type=float, default=0.99)
+    ap.add_argument("--max-cq", type=int, default=301)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    out = REPO / "runs" / "ours" / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_mnist(REPO / "data", verbose=False)
+    ck = load_checkpoint(args.pretrained)
+    model = ck.build_model()
+    w = model_vector(model)
+    r = float(np.float32(args.r if args.r is not None else np.abs(w).max() * 1.001))
+    metaq = METaQConfig(C=args.C, w0=0.0, r=r, lam=args.lam, alpha=0.0, variant="adjacent")
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, betas=(0.9, 0.99), seed=args.seed, augment=True,
+                      lr_schedule="cosine")
+    t0 = time.time()
+    res = train(model, data, cfg, regularizer=METaQRegularizer(model, metaq), progress=False,
+                checkpoint_path=out / "last.pt", resume=True)
+    save_checkpoint(out / f"{args.name}.pt", model, "lenet5",
+                    config={"train": cfg.to_dict(), "regularizer": {"metaq": metaq.to_dict()},
+                            "pretrained": str(args.pretrained), "command": " ".join(sys.argv)},
+                    metrics=res.final, grid={"w0": 0.0, "r": r, "C": args.C})
+    unq = evaluate(model, data.test_x, data.test_y)["accuracy"]
+    cqs = [c for c in range(3, args.max_cq + 1, 2)]
+    pts = sweep_cq(model, data.test_x, data.test_y, cqs, w0=0.0, r=r, arch="lenet5", progress=False)
+    ok = [p for p in pts if p.accuracy >= args.target]
+    best = min(ok, key=lambda p: p.file_bits) if ok else max(pts, key=lambda p: p.accuracy)
+    grid = Grid(0.0, r, best.C_Q)
+    q, _ = quantize_model(model, grid)
+    save_checkpoint(out / f"{args.name}_CQ{best.C_Q}.pt", q, "lenet5", config={"from": f"{args.name}.pt"},
+                    metrics={"accuracy": best.accuracy, "entropy_bits": best.entropy_bits, "C_Q": best.C_Q},
+                    grid={"w0": 0.0, "r": r, "C": best.C_Q})
+    rows = code_with_every_codec(q, "lenet5", grid, data, out_dir=out, stem=f"{args.name}_CQ{best.C_Q}")
+    result = {"command": "python experiments/ours.py " + " ".join(sys.argv[1:]), "r": r,
+              "history": res.history, "unquantized_accuracy": unq,
+              "sweep": [p.to_dict() for p in pts], "selected": best.to_dict(), "target": args.target,
+              "reached_target": bool(ok), "codecs": [row.__dict__ for row in rows], "seconds": time.time() - t0}
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print(f"{args.name}: unquantized {100 * unq:.2f} %, final-epoch soft entropy on grid "
+          f"{res.final.get('entropy_grid_bits', float('nan')):,.0f} bits; selected C_Q={best.C_Q}: "
+          f"{100 * best.accuracy:.2f} %, {best.file_bits:,} bits (target reached: {bool(ok)})")
+    for row in rows:
+        print(f"  {row.codec:8s} {row.file_bits:9,d} bits  {row.compression_ratio:6.1f}x  acc {100 * row.decoded_accuracy:.2f} %")
+
+
+if __name__ == "__main__":
+    main()
