@@ -11,10 +11,13 @@ The default sweep (the one in the repository), about 15 minutes on the 2-core ma
 
     nice -n 10 .venv/bin/python experiments/deep_compression.py > runs/deep_compression/log.txt 2>&1
 
-and its variant with twice the retraining per pruning round on LeNet-5 (runs named ``*_r4``), about 7 minutes:
+and its variants with 2× and 4× the retraining per pruning round on LeNet-5 (runs named ``*_r4``,
+``*_r8``), about 7 and 6 minutes:
 
     nice -n 10 .venv/bin/python experiments/deep_compression.py --networks lenet5 --qualities 1.6 2.2 \
         --retrain-epochs 4 --tag _r4 > runs/deep_compression/log_r4.txt 2>&1
+    nice -n 10 .venv/bin/python experiments/deep_compression.py --networks lenet5 --qualities 2.2 \
+        --retrain-epochs 8 --tag _r8 > runs/deep_compression/log_r8.txt 2>&1
 
 Finished points (a result.json with the same configuration) are skipped, so the command resumes
 after an interruption; ``--force`` recomputes them. No model selection is done on the test set:
@@ -36,8 +39,7 @@ from metaq_utils.checkpoints import REPO_ROOT, CheckpointError, atomic_write_byt
 from metaq_utils.data import load_mnist
 from metaq_utils.fileformat import encode_compressed
 from metaq_utils.frontier import append_points
-from metaq_utils.networks import build_model
-from metaq_utils.training import TrainConfig, evaluate, make_model, train
+from metaq_utils.training import TrainConfig, make_model, train
 
 METHOD = "deep-compression"
 

@@ -237,7 +237,7 @@ def plot_frontier(ax=None, networks: Sequence[str] = ("lenet5", "lenet300100"), 
 
     networks = list(networks)
     if ax is None:
-        fig, axes = plt.subplots(1, len(networks), figsize=(6.2 * len(networks), 4.6), squeeze=False)
+        fig, axes = plt.subplots(1, len(networks), figsize=(6.2 * len(networks), 5.4), squeeze=False)
         axes = list(axes[0])
     else:
         axes = list(ax) if isinstance(ax, (list, tuple)) or hasattr(ax, "__len__") else [ax]
@@ -273,6 +273,6 @@ def plot_frontier(ax=None, networks: Sequence[str] = ("lenet5", "lenet300100"), 
         axis.set_title(net)
         axis.grid(True, which="both", alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=8, loc="lower right")
+            axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     fig.tight_layout()
     return fig

@@ -12,7 +12,7 @@ The paper's steps, each a method of :class:`DeepCompression`:
                  rounds only remove what retraining pushed below the same threshold). A pruned
                  weight stays pruned (masks only shrink). Only weight tensors (conv kernels,
                  fc matrices) are pruned, never biases.
-2. ``retrain``   train the survivors with the masks FIXED (Han 2015 §3.3): the gradient of a
+2. ``retrain``   train the survivors with the masks FIXED (Han 2015 §3): the gradient of a
                  pruned weight is zeroed before the optimizer step *and* the mask is re-applied
                  after every step (Adam's moment estimates would otherwise move a zeroed weight),
                  with L2 regularization (``weight_decay``). Steps 1–2 repeat ``rounds`` times.
@@ -46,6 +46,7 @@ decoded from the file (checked bit-for-bit equal to the fine-tuned network).
 """
 from __future__ import annotations
 
+import copy
 import json
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -168,7 +169,7 @@ def prune(model: nn.Module, thresholds: Mapping[str, float],
 
 
 class FixedMasks:
-    """Training-loop regularizer that keeps pruned weights at exactly 0 (Han 2015 §3.3).
+    """Training-loop regularizer that keeps pruned weights at exactly 0 (Han 2015 §3).
 
     ``after_backward``: zero the gradients of pruned weights (called by :func:`train` before
     ``optimizer.step()``); ``after_step``: re-apply the mask (called after every optimizer step
@@ -449,8 +450,6 @@ class DeepCompression:
 
     def prune_and_retrain(self, dense: nn.Module, arch: str) -> tuple[nn.Module, dict[str, torch.Tensor], list[dict]]:
         """Steps 1–2, ``rounds`` times, on a copy of ``dense``; returns (model, masks, history)."""
-        import copy
-
         model = copy.deepcopy(dense)
         stds = layer_stds(model)           # σ_l of the dense layers, fixed for every round
         history = [{"stage": "dense", "round": 0, "accuracy": self._accuracy(model), "density": _density(model)}]
@@ -550,8 +549,6 @@ class DeepCompression:
                  history: list[dict] | None = None) -> tuple[DeepCompressionResult, nn.Module]:
         """Steps 3–5 on a copy of a pruned model: share, fine-tune, encode; decode and evaluate.
         ``masks`` default to the non-zero weights. Returns (result, decoded model)."""
-        import copy
-
         model = copy.deepcopy(pruned)
         masks = masks_from_zeros(model) if masks is None else masks
         history = list(history or [])
