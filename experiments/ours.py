@@ -44,6 +44,9 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.99)
     ap.add_argument("--max-cq", type=int, default=301)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--prune-epochs", type=int, default=0,
+                    help="stage 2: freeze the weights in the zero bucket of the training grid at 0 and retrain "
+                         "the others (with the same entropy term) for this many epochs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = REPO / "runs" / "ours" / args.name
@@ -59,6 +62,23 @@ def main() -> None:
     t0 = time.time()
     res = train(model, data, cfg, regularizer=METaQRegularizer(model, metaq), progress=False,
                 checkpoint_path=out / "last.pt", resume=True)
+    history = list(res.history)
+    if args.prune_epochs > 0:
+        from metaq_utils.baselines.deep_compression import FixedMasks, after_each_step
+        from metaq_utils.training import CompositeRegularizer
+        half = metaq.grid.delta / 2
+        masks = {n: p.detach().abs() >= half for n, p in model.named_parameters()}
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.masked_fill_(~masks[n], 0.0)
+        fixed = FixedMasks(masks)
+        cfg2 = TrainConfig(epochs=args.prune_epochs, lr=args.lr / 2, betas=(0.9, 0.99), seed=args.seed + 1,
+                           augment=True, lr_schedule="cosine")
+        with after_each_step(model, fixed):
+            res2 = train(model, data, cfg2, regularizer=CompositeRegularizer(fixed, METaQRegularizer(model, metaq)),
+                         progress=False)
+        history += [{**row, "stage": "prune-retrain"} for row in res2.history]
+        res = res2
     save_checkpoint(out / f"{args.name}.pt", model, "lenet5",
                     config={"train": cfg.to_dict(), "regularizer": {"metaq": metaq.to_dict()},
                             "pretrained": str(args.pretrained), "command": " ".join(sys.argv)},
@@ -75,7 +95,7 @@ def main() -> None:
                     grid={"w0": 0.0, "r": r, "C": best.C_Q})
     rows = code_with_every_codec(q, "lenet5", grid, data, out_dir=out, stem=f"{args.name}_CQ{best.C_Q}")
     result = {"command": "python experiments/ours.py " + " ".join(sys.argv[1:]), "r": r,
-              "history": res.history, "unquantized_accuracy": unq,
+              "history": history, "unquantized_accuracy": unq,
               "sweep": [p.to_dict() for p in pts], "selected": best.to_dict(), "target": args.target,
               "reached_target": bool(ok), "codecs": [row.__dict__ for row in rows], "seconds": time.time() - t0}
     (out / "result.json").write_text(json.dumps(result, indent=1))

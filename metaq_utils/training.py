@@ -26,7 +26,7 @@ from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .data import MNISTTensors, iterate_batches, normalize
 from .networks import build_model
 
-__all__ = ["TrainConfig", "Regularizer", "StopRule", "TrainResult", "make_model", "make_optimizer",
+__all__ = ["TrainConfig", "Regularizer", "CompositeRegularizer", "StopRule", "TrainResult", "make_model", "make_optimizer",
            "evaluate", "train", "init_uniform_"]
 
 
@@ -86,6 +86,32 @@ class Regularizer(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class CompositeRegularizer:
+    """Several regularizers applied in order (e.g. a fixed pruning mask and an entropy term)."""
+
+    def __init__(self, *parts: Regularizer) -> None:
+        self.parts = parts
+
+    def after_backward(self, model: nn.Module) -> None:
+        for part in self.parts:
+            part.after_backward(model)
+
+    def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for part in self.parts:
+            out.update(part.epoch_metrics(model))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"parts": [part.state_dict() for part in self.parts]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["parts"]) != len(self.parts):
+            raise ValueError(f"composite regularizer state has {len(state['parts'])} parts, expected {len(self.parts)}")
+        for part, s in zip(self.parts, state["parts"]):
+            part.load_state_dict(s)
 
 
 @dataclass(frozen=True)

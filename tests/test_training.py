@@ -112,3 +112,19 @@ def test_bad_config():
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="lr must be > 0"):
         TrainConfig(lr=0)
+
+
+def test_composite_regularizer_applies_parts_in_order_and_round_trips(small_mnist):
+    from metaq_utils.training import CompositeRegularizer
+    a, b = AddConstantGrad(1e-3), AddConstantGrad(2e-3)
+    comp = CompositeRegularizer(a, b)
+    model = make_model(TrainConfig())
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    comp.after_backward(model)
+    assert torch.allclose(model.fc3.bias.grad, torch.full_like(model.fc3.bias, 3e-3))
+    other = CompositeRegularizer(AddConstantGrad(), AddConstantGrad())
+    other.load_state_dict(comp.state_dict())
+    assert [p.c for p in other.parts] == [1e-3, 2e-3] and [p.calls for p in other.parts] == [1, 1]
+    with pytest.raises(ValueError, match="2 parts, expected 1"):
+        CompositeRegularizer(AddConstantGrad()).load_state_dict(comp.state_dict())
