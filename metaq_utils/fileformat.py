@@ -54,13 +54,13 @@ before anything else is parsed.
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from metaq_utils.atomic import atomic_write_bytes
 from metaq_utils.codecs import ByteReader, CodecError, codec_by_id, encode_varint, get_codec
 from metaq_utils.grid import Grid
 from metaq_utils.quantization import dequantize, nearest_indices, quantize_indices
@@ -416,29 +416,7 @@ def write_compressed(path, arch: str, tensors: Sequence, groups: GroupSpec | Seq
     """Encode and write atomically (temp file in the same directory, fsync, ``os.replace``).
     Returns ``file_bits``, the exact size of the file in bits."""
     data = encode_compressed(arch, tensors, groups)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".mtq", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename durable; best effort (not possible on every platform)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    atomic_write_bytes(path, data)
     return 8 * len(data)
 
 

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 
 from .ptq import SweepPoint
 
-__all__ = ["plot_training_history", "plot_cq_sweep"]
+__all__ = ["plot_training_history", "plot_cq_sweep", "plot_metric_curves"]
 
 
 def plot_training_history(history: Sequence[dict[str, Any]], title: str = "", reference: dict | None = None):
@@ -47,3 +47,19 @@ def plot_cq_sweep(points: Sequence[SweepPoint], selected: SweepPoint | None = No
     a2.set_xscale("log"); a2.set_xlabel("C_Q"); a2.set_ylabel("bits"); a2.grid(alpha=0.3); a2.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_metric_curves(histories: dict[str, list[Sequence[dict[str, Any]]]], metric: str, *, ylabel: str | None = None,
+                       ax=None, logy: bool = False):
+    """One colour per label, one line per run (e.g. per seed), ``metric`` against the epoch."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, (label, runs) in enumerate(histories.items()):
+        colour = f"C{i % 10}"
+        for k, hist in enumerate(runs):
+            ax.plot([r["epoch"] for r in hist], [r[metric] for r in hist], color=colour, lw=1.2, alpha=0.8,
+                    label=label if k == 0 else None)
+    ax.set_xlabel("epoch"); ax.set_ylabel(ylabel or metric); ax.grid(alpha=0.3); ax.legend(fontsize=8)
+    if logy:
+        ax.set_yscale("log")
+    return ax
