@@ -16,6 +16,6 @@ for seed in $SEEDS; do
     echo "[ablation] $variant seed $seed ($EPOCHS epochs) -> $out"
     .venv/bin/python -m metaq_utils pipeline --epochs "$EPOCHS" --variant "$variant" --seed "$seed" \
       --name "${variant}_seed${seed}" --out-dir "$out" --use-final --max-cq 256 --quiet \
-      --results "$out/result.json" > "$out/log.txt" 2>&1
+      --results "$out/result.json" > "$out/log.txt" 2>&1 || echo "[ablation] FAILED: $out (see $out/log.txt)"
   done
 done

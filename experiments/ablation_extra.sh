@@ -14,5 +14,5 @@ for seed in $SEEDS; do
   echo "[ablation] thesis (bundle multipliers) seed $seed ($EPOCHS epochs) -> $out"
   .venv/bin/python -m metaq_utils pipeline --epochs "$EPOCHS" --variant thesis --method bundle --seed "$seed" \
     --name "thesis-bundle_seed${seed}" --out-dir "$out" --use-final --max-cq 256 --quiet \
-    --results "$out/result.json" > "$out/log.txt" 2>&1
+    --results "$out/result.json" > "$out/log.txt" 2>&1 || echo "[ablation] FAILED: $out (see $out/log.txt)"
 done

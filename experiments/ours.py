@@ -67,10 +67,11 @@ def main() -> None:
         from metaq_utils.baselines.deep_compression import FixedMasks, after_each_step
         from metaq_utils.training import CompositeRegularizer
         half = metaq.grid.delta / 2
-        masks = {n: p.detach().abs() >= half for n, p in model.named_parameters()}
+        masks = {n: p.detach().abs() >= half for n, p in model.named_parameters() if n.endswith("weight")}
         with torch.no_grad():
             for n, p in model.named_parameters():
-                p.masked_fill_(~masks[n], 0.0)
+                if n in masks:
+                    p.masked_fill_(~masks[n], 0.0)
         fixed = FixedMasks(masks)
         cfg2 = TrainConfig(epochs=args.prune_epochs, lr=args.lr / 2, betas=(0.9, 0.99), seed=args.seed + 1,
                            augment=True, lr_schedule="cosine")

@@ -124,12 +124,14 @@ class PipelineResult:
     before_path: str | None = None
     after_path: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    selection: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"train_history": self.train_history, "unquantized_accuracy": self.unquantized_accuracy,
                 "sweep": [p.to_dict() for p in self.sweep], "selected": self.selected.to_dict(),
                 "codecs": [asdict(r) for r in self.codec_rows], "n_params": self.n_params,
-                "before_path": self.before_path, "after_path": self.after_path, "seconds": self.seconds}
+                "before_path": self.before_path, "after_path": self.after_path, "seconds": self.seconds,
+                "selection": self.selection}
 
 
 def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConfig | None, *,
@@ -165,15 +167,19 @@ def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConf
     sweep = sweep_cq(model, data.test_x, data.test_y, cq_values or default_cq_values(),
                      w0=grid_cfg.w0, r=grid_cfg.r, progress=progress, arch=train_config.arch)
     seconds["sweep"] = time.perf_counter() - t1
-    selected = select_point(sweep, unq, tolerance)
+    try:
+        selected = select_point(sweep, unq, tolerance)
+        selection = "lowest entropy with accuracy >= unquantized - tolerance"
+    except ValueError:      # no C_Q is within the tolerance: keep the most accurate one, and say so
+        selected = max(sweep, key=lambda p: (p.accuracy, -p.entropy_bits))
+        selection = "most accurate C_Q (no C_Q within the tolerance of the unquantized accuracy)"
     grid = Grid(grid_cfg.w0, grid_cfg.r, selected.C_Q)
     qmodel, idx = quantize_model(model, grid)
     after_path = Path(after_dir) / f"{name}_CQ{selected.C_Q}.pt"
     q_acc = evaluate(qmodel, data.test_x, data.test_y)["accuracy"]
     save_checkpoint(after_path, qmodel, train_config.arch,
                     config={"train": train_config.to_dict(), "metaq": grid_cfg.to_dict(),
-                            "selection": {"rule": "lowest entropy with accuracy >= unquantized - tolerance",
-                                          "tolerance": tolerance}},
+                            "selection": {"rule": selection, "tolerance": tolerance}},
                     metrics={"accuracy": q_acc, "entropy_bits": entropy_bits(idx), "C_Q": selected.C_Q,
                              "unquantized_accuracy": unq},
                     grid={"w0": grid.w0, "r": grid.r, "C": grid.C})
@@ -182,14 +188,14 @@ def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConf
                                  stem=f"{name}_CQ{selected.C_Q}")
     seconds["coding"] = time.perf_counter() - t2
     return PipelineResult(history, unq, sweep, selected, rows, count_parameters(model),
-                          str(before_path), str(after_path), seconds)
+                          str(before_path), str(after_path), seconds, selection)
 
 
 def format_table(res: PipelineResult) -> str:
     """The pipeline's closing table: accuracy, entropy, and the file size for each codec."""
     n = res.n_params
     s = res.selected
-    lines = [f"unquantized test accuracy {100 * res.unquantized_accuracy:.2f} %; selected C_Q = {s.C_Q} "
+    lines = [f"unquantized test accuracy {100 * res.unquantized_accuracy:.2f} %; selected C_Q = {s.C_Q} [{res.selection}] "
              f"({s.used_buckets} buckets used): accuracy {100 * s.accuracy:.2f} %, "
              f"entropy {s.entropy_bits:,.0f} bits ({s.entropy_bits / n:.3f} bits/weight)",
              f"{'codec':8s} {'file bits':>10s} {'bits/w':>7s} {'ratio':>7s} {'exact':>6s} {'decoded acc':>12s}"]
