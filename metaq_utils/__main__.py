@@ -43,10 +43,28 @@ def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     m.add_argument("--method", default="fista", choices=["dss", "fista", "pbm_thesis", "bundle"])
     m.add_argument("--iterations", type=int, default=15)
     m.add_argument("--zeta", type=float, default=1e5)
+    p.add_argument("--stop-rule", action="append", default=[], metavar="EPOCH:METRIC:MIN[:MAX]",
+                   help="abandon the run if at EPOCH the METRIC is below MIN (or above MAX; leave MIN empty), "
+                        "e.g. 5:test_accuracy:0.97 or 20:entropy_grid_bits::60000; repeatable")
     p.add_argument("--name", default="metaq_lenet5", help="file stem of the saved models")
     p.add_argument("--checkpoint", default=None, help="last-epoch checkpoint, for --resume")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
+
+
+def _stop_rules(args):
+    from .training import StopRule
+    rules = []
+    for text in args.stop_rule:
+        parts = text.split(":")
+        if len(parts) not in (3, 4) or not parts[0].isdigit():
+            raise ValueError(f"--stop-rule {text!r}: expected EPOCH:METRIC:MIN[:MAX]")
+        lo = float(parts[2]) if parts[2] else None
+        hi = float(parts[3]) if len(parts) == 4 and parts[3] else None
+        if lo is None and hi is None:
+            raise ValueError(f"--stop-rule {text!r}: give MIN or MAX")
+        rules.append(StopRule(int(parts[0]), parts[1], lo, hi))
+    return rules
 
 
 def _configs(args):
@@ -81,7 +99,9 @@ def _cmd_train(args) -> int:
     reg = METaQRegularizer(model, metaq) if metaq is not None else None
     out = Path(args.out) if args.out else BEFORE_DIR / f"{args.name}.pt"
     res = train(model, data, train_cfg, regularizer=reg, best_path=out, checkpoint_path=args.checkpoint,
-                resume=args.resume, progress=not args.quiet)
+                resume=args.resume, progress=not args.quiet, stop_rules=_stop_rules(args))
+    if res.stopped_by:
+        print(f"stopped early: {res.stopped_by}")
     best = max(res.history, key=lambda r: r["test_accuracy"])
     print(f"final test accuracy {100 * res.final['test_accuracy']:.2f} % after {res.final['epoch']} epochs; "
           f"best {100 * best['test_accuracy']:.2f} % at epoch {best['epoch']} saved to {out}")
@@ -98,7 +118,7 @@ def _cmd_pipeline(args) -> int:
     res = run_pipeline(data, train_cfg, metaq, name=args.name,
                        cq_values=default_cq_values(args.max_cq), tolerance=args.tolerance,
                        progress=not args.quiet, checkpoint_path=args.checkpoint, resume=args.resume,
-                       use_best=not args.use_final,
+                       use_best=not args.use_final, stop_rules=_stop_rules(args),
                        **({"before_dir": args.out_dir, "after_dir": args.out_dir} if args.out_dir else {}))
     print()
     print(format_table(res))

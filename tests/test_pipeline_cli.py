@@ -91,3 +91,14 @@ def test_cli_reports_corrupted_files_clearly(tmp_path):
     ck.write_bytes(b"PK\x03\x04 not really a checkpoint")
     r = _cli("evaluate", str(ck))
     assert r.returncode == 2 and "cannot be read" in r.stderr
+
+
+def test_cli_stop_rule_parsing_and_errors():
+    from metaq_utils.__main__ import _stop_rules, build_parser
+    args = build_parser().parse_args(["train", "--stop-rule", "5:test_accuracy:0.97", "--stop-rule", "20:entropy_grid_bits::60000"])
+    r1, r2 = _stop_rules(args)
+    assert (r1.epoch, r1.metric, r1.minimum, r1.maximum) == (5, "test_accuracy", 0.97, None)
+    assert (r2.epoch, r2.metric, r2.minimum, r2.maximum) == (20, "entropy_grid_bits", None, 60000.0)
+    for bad in ("x:acc:1", "5:acc", "5:acc::"):
+        with pytest.raises(ValueError, match="--stop-rule"):
+            _stop_rules(build_parser().parse_args(["train", "--stop-rule", bad]))
