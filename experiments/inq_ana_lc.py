@@ -8,7 +8,7 @@ are skipped; ``--force`` recomputes them.
 
     nice -n 10 .venv/bin/python experiments/inq_ana_lc.py > runs/inq/inq_ana_lc.log 2>&1
 
-About 40 epochs of LeNet-5 in all (INQ 3 + 3 + 0 + 3 + 0 + 4, ANA 4 + 4, LC 10 + 10), ~10 minutes.
+About 40 epochs of LeNet-5 in all (INQ 3 + 3 + 0 + 3 + 0 + 4, ANA 5 × 4, LC 10 + 10), ~12 minutes.
 """
 from __future__ import annotations
 
@@ -43,6 +43,13 @@ SWEEP = {
     # ANA, ternary weights, 4 epochs (the last one hard): lower layers first (paper) vs upper first
     "ana_tern_lower_linear": ("ana", ANA, ANAConfig(epochs=4, quantizer="ternary", shape="linear", order="lower_first")),
     "ana_tern_upper_linear": ("ana", ANA, ANAConfig(epochs=4, quantizer="ternary", shape="linear", order="upper_first")),
+    # the same two with another seed (batch order), and every layer annealed at once (cosine)
+    "ana_tern_lower_linear_s1": ("ana", ANA, ANAConfig(epochs=4, quantizer="ternary", shape="linear",
+                                                       order="lower_first", seed=1)),
+    "ana_tern_upper_linear_s1": ("ana", ANA, ANAConfig(epochs=4, quantizer="ternary", shape="linear",
+                                                       order="upper_first", seed=1)),
+    "ana_tern_simult_cosine": ("ana", ANA, ANAConfig(epochs=4, quantizer="ternary", shape="cosine",
+                                                     order="simultaneous")),
     # LC: seed 003's two best LeNet-5 mixes
     "lc_conv-prune_fc-lowrank": ("lc_mix", LCMix, LCConfig(mix=MIXES["conv-prune_fc-lowrank"])),
     "lc_conv-prune_fc-quant": ("lc_mix", LCMix, LCConfig(mix=MIXES["conv-prune_fc-quant"])),

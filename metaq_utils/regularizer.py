@@ -27,6 +27,14 @@ variant       what is added
 
 The regularizer keeps its state (ξ for the warm start, the grid, counters and the last dual
 value), so a checkpointed run resumes exactly.
+
+Measured behaviour worth knowing (see ``notebooks/SubgradientBundleMethods.ipynb`` and the
+README's results): with the thesis' settings (FISTA, 15 iterations, ζ = 1e5, first start
+c* = n/C, i.e. a constant ξ) the dual solver never finds a better point than its start, so it
+returns the constant ξ, whose envelope is flat: β = 0 for every weight, and the warm start keeps it
+there for the whole run — the thesis/flipped/sorted variants then train exactly like ``none``.
+With ``method="bundle"`` the solver reaches the true optimum, which is a ξ linear in v: β is then
+the same for every weight (a uniform push on Σ_i w_i), as spec §4.2 anticipated.
 """
 from __future__ import annotations
 
