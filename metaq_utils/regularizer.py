@@ -105,7 +105,11 @@ class METaQConfig:
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
     """All trainable parameters, flattened in ``model.parameters()`` order (the w of spec §1)."""
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
+    return _flatten([p for p in model.parameters() if p.requires_grad])
+
+
+def _flatten(params: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in params])
 
 
 def grid_entropy_bits(w: np.ndarray, grid: Grid) -> float:
@@ -174,7 +178,7 @@ class METaQRegularizer:
     @torch.no_grad()
     def after_backward(self, model: nn.Module | None = None) -> None:
         cfg = self.config
-        w_t = torch.cat([p.detach().reshape(-1) for p in self.params])
+        w_t = _flatten(self.params)
         direction = self.entropy_gradient(w_t.double().numpy())
         self.last_beta = direction
         total = torch.from_numpy(direction).to(w_t.dtype).mul_(cfg.lam * (1.0 - cfg.alpha))
@@ -194,7 +198,7 @@ class METaQRegularizer:
 
     # -- what the training loop records -----------------------------------------------------
     def epoch_metrics(self, model: nn.Module | None = None) -> dict[str, float]:
-        w = torch.cat([p.detach().reshape(-1) for p in self.params]).double().numpy()
+        w = _flatten(self.params).double().numpy()
         out = {"entropy_grid_bits": grid_entropy_bits(w, self.grid),
                "entropy_float_bits": float_entropy_bits(w),
                "fraction_outside_range": float(np.mean((w < self.grid.lo) | (w > self.grid.hi)))}

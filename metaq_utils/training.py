@@ -277,17 +277,15 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
             reason = rule.triggered(row)
             if reason is not None:
                 stopped_by = reason
+        ckpt_config = {"train": config.to_dict(), **_reg_config(regularizer)}
         value = row.get(best_metric)
-        if best_path is not None and value is not None and (best["value"] is None or value > best["value"]):
+        if value is not None and (best["value"] is None or value > best["value"]):
             best = {"epoch": epoch, "value": value}
-            save_checkpoint(best_path, model, config.arch,
-                            config={"train": config.to_dict(), **_reg_config(regularizer)},
-                            metrics=row, grid=_reg_grid(regularizer))
-        elif value is not None and (best["value"] is None or value > best["value"]):
-            best = {"epoch": epoch, "value": value}
+            if best_path is not None:
+                save_checkpoint(best_path, model, config.arch, config=ckpt_config, metrics=row,
+                                grid=_reg_grid(regularizer))
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, model, config.arch,
-                            config={"train": config.to_dict(), **_reg_config(regularizer)},
+            save_checkpoint(checkpoint_path, model, config.arch, config=ckpt_config,
                             metrics=row, grid=_reg_grid(regularizer),
                             training_state=_training_state(optimizer, generator, epoch, history,
                                                            regularizer, stopped_by, best))
