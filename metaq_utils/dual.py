@@ -10,10 +10,12 @@ is g_b = Σ_i x*_ib − c*_b (Theorem 2) and, at a dual maximiser, the envelope 
 multipliers of (10): a subgradient of φ at w (Theorem 1).
 
 The fast oracle (:class:`DualOracle`) uses the fact that weights do not move during a dual solve:
-one O(n) pass (chunked, so the extra memory is O(chunk + C)) computes, per grid interval
-[v_k, v_{k+1}], the number of weights and the sum of their offsets; every later evaluation is
-O(C): an O(C) lower hull (PAVA on the chord slopes) and O(#segments) arithmetic. Nothing of size
-n × C is ever formed; the per-weight β is one gather at the end.
+one O(n) pass computes, per grid interval [v_k, v_{k+1}], the number of weights and the sum of
+their offsets; every later evaluation is O(C): an O(C) lower hull (PAVA on the chord slopes) and
+O(#segments) arithmetic. Nothing of size n × C is ever formed; the per-weight β is one gather at
+the end. The O(n) pass, the evaluation, the β gather and the whole FISTA loop run compiled
+(:mod:`metaq_utils._kernels`, numba); their NumPy formulations are kept beside them as the
+reference they are tested against.
 
 Edge cases follow :mod:`metaq_utils.subproblem`: weights outside [v_0, v_{C−1}] are clamped; the
 interval of a weight is found by grid arithmetic u = (w − v_0)/Δ, so a weight exactly on a grid
@@ -26,10 +28,10 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
+from metaq_utils import _kernels
 from metaq_utils.grid import Grid, as_finite_float64
 from metaq_utils.subproblem import _pava, lower_hull_pava
 
@@ -44,6 +46,7 @@ __all__ = [
     "solve_dual",
     "dss",
     "fista",
+    "fista_python",
     "pbm_thesis",
     "proximal_bundle",
     "simplex_qp",
@@ -54,15 +57,8 @@ __all__ = [
 
 LN2 = math.log(2.0)
 _TINY = 1e-300
-_LANES = 8  # interleaved histogram copies in the O(n) pass
-
-
-@lru_cache(maxsize=16)
-def _lane_offsets(m: int, C: int) -> np.ndarray:
-    """Read-only (i mod _LANES)·(C − 1) for i < m: spreads consecutive weights over bin copies."""
-    offs = (np.arange(m, dtype=np.intp) % _LANES) * (C - 1)
-    offs.setflags(write=False)
-    return offs
+_LANES = _kernels.LANES  # interleaved histogram copies in the O(n) pass
+DEFAULT_CHUNK = 1 << 16  # weights per chunk of the laned O(n) pass
 
 
 def c_star(xi: np.ndarray, c_lo: float, c_hi: float) -> np.ndarray:
@@ -96,10 +92,15 @@ class DualEval:
 class DualOracle:
     """φ_w(ξ) and a supergradient in O(C) per call after one O(n) pass over w (spec §2.2).
 
+    The O(n) pass and the evaluation run in compiled kernels (:mod:`metaq_utils._kernels`); the
+    same computations in NumPy are kept as :meth:`_aggregate_numpy` and :meth:`_eval_numpy`, the
+    readable reference that the kernels are tested against.
+
     Memory: O(C) for the aggregates plus the interval index of every weight, kept for the final
-    β gather — int64 when n ≤ ``chunk`` (the training hot path: one gather), else uint16 (2 bytes
-    per weight; uint32 for C > 8,193) filled chunk by chunk through two reused chunk buffers.
-    ``w`` is referenced, not copied.
+    β gather: uint16 (2 bytes per weight; uint32 for C > 65,536). ``index_out`` may pass a
+    reusable array of that dtype and length n (the training loop does, to avoid a fresh
+    allocation per step). ``w`` (float32 or float64) is referenced, not copied. ``chunk`` sets
+    how the laned aggregates are accumulated (see :mod:`metaq_utils._kernels`).
     """
 
     def __init__(
@@ -108,7 +109,8 @@ class DualOracle:
         grid: Grid,
         c_lo: float = 0.01,
         c_hi: float | None = None,
-        chunk: int = 1 << 16,
+        chunk: int = DEFAULT_CHUNK,
+        index_out: np.ndarray | None = None,
     ) -> None:
         if not isinstance(grid, Grid):
             raise TypeError(f"grid must be a metaq_utils.grid.Grid, got {type(grid).__name__}")
@@ -117,8 +119,9 @@ class DualOracle:
             raise ValueError(f"w must be a 1-D array of weights, got shape {w_arr.shape}")
         if w_arr.shape[0] == 0:
             raise ValueError("w must contain at least one weight")
-        if w_arr.dtype.kind != "f":
+        if w_arr.dtype not in (np.float32, np.float64):
             w_arr = w_arr.astype(np.float64)
+        w_arr = np.ascontiguousarray(w_arr)
         n = w_arr.shape[0]
         c_hi = float(n) if c_hi is None else float(c_hi)
         c_lo = float(c_lo)
@@ -135,58 +138,69 @@ class DualOracle:
         self._v = grid.v
         self._v0 = float(grid.v[0])
         self._inv_delta = 1.0 / grid.delta
-        # one O(n) pass: per-interval count N_k and Σ (w − v_k)/Δ, stored as prefix sums.
-        # Consecutive weights are spread over _LANES interleaved copies of the C − 1 bins
-        # (index k + lane·(C−1)): bincount's scatter-add then has no store-to-load dependency
-        # chains when many consecutive weights share an interval (clustered weights, small C).
-        m = min(n, self.chunk)
-        nbins = _LANES * (C - 1)
-        self._ubuf = np.empty(m)  # reused chunk buffers: no per-chunk allocation
-        self._kbuf = np.empty(m, dtype=np.intp)
-        self._lanes = _lane_offsets(m, C)
-        if n <= self.chunk:  # the hot path: keep the (laned) interval index for a single gather
-            self._k = self._kbuf
-        else:  # keep it compactly (2 bytes/weight while 8(C−1) ≤ 65,536) for the chunked gather
-            self._k = np.empty(n, dtype=np.uint16 if nbins <= 65_536 else np.uint32)
-        N = np.zeros(nbins)
-        U = np.zeros(nbins)
-        for s in range(0, n, self.chunk):
-            k, u = self._intervals(w_arr[s : s + self.chunk], s)
-            N += np.bincount(k, minlength=nbins)
-            U += np.bincount(k, weights=u, minlength=nbins)  # Σ u_i, u_i = (w_i − v_0)/Δ
-            if n > self.chunk:
-                self._k[s : s + k.shape[0]] = k
-        if n > self.chunk:
-            self._ubuf = self._kbuf = None  # free the chunk buffers
-        N = N.reshape(_LANES, C - 1).sum(axis=0)
-        U = U.reshape(_LANES, C - 1).sum(axis=0)
+        index_dtype = index_dtype_for(C)
+        if index_out is None:
+            index_out = np.empty(n, dtype=index_dtype)
+        elif index_out.shape != (n,) or index_out.dtype != index_dtype or not index_out.flags.c_contiguous:
+            raise ValueError(f"index_out must be a contiguous {np.dtype(index_dtype).name} array of "
+                             f"shape ({n},), got {index_out.dtype} {index_out.shape}")
+        self._k = index_out
+        N, U, bad = _kernels.aggregate(w_arr, self._v0 * self._inv_delta, self._inv_delta, C,
+                                       self.chunk, self._k)
+        if bad >= 0:
+            raise ValueError(f"w contains NaN or inf (first at index {bad})")
+        self._set_aggregates(N, U)  # self._cum (3 × C prefix sums) and self.counts
+        self._ones = np.ones(C - 1)
+        self._rbuf = np.empty(C, dtype=np.intp)
+        self._dbuf = np.empty(C - 1)
+        self._wbuf = np.empty(C - 1)
+        self._ln_c_lo = math.log(c_lo) if c_lo > 0.0 else -math.inf
+        self._ln_c_hi = math.log(c_hi)
+
+    def _set_aggregates(self, N: np.ndarray, U: np.ndarray) -> None:
+        """Prefix sums from the laned per-interval count N and Σu (u_i = (w_i − v_0)/Δ)."""
+        self._cum, self.counts = _kernels.prefix_sums(N, U, self.C)
+
+    def _prefix_sums_numpy(self, N: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Reference for :func:`metaq_utils._kernels.prefix_sums`: (cum, counts) with NumPy."""
+        C = self.C
+        N_lanes, U_lanes = N.reshape(_LANES, C - 1), U.reshape(_LANES, C - 1)
+        N, U = N_lanes[0].copy(), U_lanes[0].copy()
+        for lane in range(1, _LANES):  # lanes added in order (sum(axis=0) may reorder)
+            N += N_lanes[lane]
+            U += U_lanes[lane]
         kN = N * np.arange(C - 1)  # Σ_{i in k} k (exact integers)
         cum = np.zeros((3, C))
         np.cumsum(N, out=cum[0, 1:])  # cumN[k] = Σ_{k' < k} N_k'
         np.cumsum(U - kN, out=cum[1, 1:])  # Σ_{k' < k} Σ_i (w_i − v_k')/Δ
         np.cumsum(kN, out=cum[2, 1:])  # Σ_{k' < k} k'·N_k'
-        self._cum = cum
-        self.counts = N  # weights per grid interval
-        self._ones = np.ones(C - 1)
-        self._rbuf = np.empty(C, dtype=np.intp)
-        self._ln_c_lo = math.log(c_lo) if c_lo > 0.0 else -math.inf
-        self._ln_c_hi = math.log(c_hi)
+        return cum, N
 
-    def _intervals(self, wc: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-        """Laned interval index k + lane·(C−1), k ∈ [0, C−2], and u = (clamp(w) − v_0)/Δ ∈ [0, C−1]."""
-        if not math.isfinite(float(wc.sum())) and not np.isfinite(wc).all():
-            bad = int(np.flatnonzero(~np.isfinite(wc))[0]) + start
-            raise ValueError(f"w contains NaN or inf (first at index {bad})")
-        m = wc.shape[0]
-        u = self._ubuf[:m]
-        k = self._kbuf[:m]
-        np.multiply(wc, self._inv_delta, out=u, dtype=np.float64)  # float32 w: compute in float64
-        u -= self._v0 * self._inv_delta
-        np.clip(u, 0.0, self.C - 1.0, out=u)  # clamp w to [v_0, v_{C−1}]
-        k[...] = u  # floor (truncation), u ≥ 0
-        np.minimum(k, self.C - 2, out=k)
-        k += self._lanes[:m]
-        return k, u
+    def _aggregate_numpy(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Reference for the O(n) kernel: (laned N, laned U, interval index) with NumPy.
+
+        Consecutive weights of a chunk are spread over _LANES interleaved copies of the C − 1 bins
+        (index k + lane·(C − 1)), counted with ``np.bincount``.
+        """
+        w = np.asarray(w)
+        C, n = self.C, w.shape[0]
+        nbins = _LANES * (C - 1)
+        N, U = np.zeros(nbins), np.zeros(nbins)
+        k_all = np.empty(n, dtype=np.intp)
+        for s in range(0, n, self.chunk):
+            wc = w[s : s + self.chunk]
+            if not np.isfinite(wc).all():
+                bad = int(np.flatnonzero(~np.isfinite(wc))[0]) + s
+                raise ValueError(f"w contains NaN or inf (first at index {bad})")
+            u = np.multiply(wc, self._inv_delta, dtype=np.float64)
+            u -= self._v0 * self._inv_delta
+            np.clip(u, 0.0, C - 1.0, out=u)
+            k = np.minimum(u.astype(np.intp), C - 2)
+            k_all[s : s + k.shape[0]] = k
+            laned = k + (np.arange(k.shape[0]) % _LANES) * (C - 1)
+            N += np.bincount(laned, minlength=nbins)
+            U += np.bincount(laned, weights=u, minlength=nbins)
+        return N, U, k_all
 
     # ------------------------------------------------------------------ evaluation
 
@@ -198,7 +212,15 @@ class DualOracle:
         return r[: nb + 1].copy()
 
     def _eval(self, xi: np.ndarray) -> tuple:
-        """(value, g, c*, x_mass, vertices) at ξ in O(C); the hot loop, kept to few numpy calls."""
+        """(value, g, c*, x_mass, vertices) at ξ in O(C): the compiled kernel."""
+        C = self.C
+        g, c, x_mass = np.empty(C), np.empty(C), np.empty(C)
+        value, nv = _kernels.evaluate(xi, self._cum, self._ln_c_lo, self._ln_c_hi, self._dbuf,
+                                      self._wbuf, self._rbuf, g, c, x_mass)
+        return value, g, c, x_mass, self._rbuf[:nv].copy()
+
+    def _eval_numpy(self, xi: np.ndarray) -> tuple:
+        """Reference for :meth:`_eval` in NumPy (scipy's PAVA for the hull)."""
         idx = self._hull(xi)
         a = idx[:-1]
         xv = xi[idx]
@@ -228,7 +250,7 @@ class DualOracle:
         arr = np.asarray(xi, dtype=np.float64)
         if arr.shape != (self.C,):
             raise ValueError(f"xi must have shape ({self.C},), got {arr.shape}")
-        return as_finite_float64(arr, "xi")
+        return np.ascontiguousarray(as_finite_float64(arr, "xi"))
 
     def evaluate(self, xi: np.ndarray) -> DualEval:
         """Full evaluation at ξ (validated)."""
@@ -241,21 +263,28 @@ class DualOracle:
         value, g, *_ = self._eval(self._check(xi))
         return value, g
 
-    def beta_from(self, vertices: np.ndarray, slopes: np.ndarray) -> np.ndarray:
-        """Per-weight envelope slopes β_i (float64, length n): one gather (chunked for large n)."""
-        slope_of_bin = np.tile(np.repeat(slopes, np.diff(vertices)), _LANES)  # laned (C−1) bins
-        if self.n <= self.chunk:
-            return slope_of_bin[self._k]
-        beta = np.empty(self.n)
-        for s in range(0, self.n, self.chunk):
-            e = min(s + self.chunk, self.n)
-            np.take(slope_of_bin, self._k[s:e], out=beta[s:e], mode="clip")  # unbuffered
-        return beta
+    def beta_from(self, vertices: np.ndarray, slopes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Per-weight envelope slopes β_i (float64, length n, into ``out`` if given): one gather."""
+        slope_of_bin = np.repeat(slopes, np.diff(vertices))  # (C − 1,) slope of each interval
+        return self.beta_from_table(slope_of_bin, out)
+
+    def beta_from_table(self, slope_of_bin: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """β_i = slope_of_bin[k_i] for the interval k_i of every weight (float64, length n)."""
+        if out is None:
+            out = np.empty(self.n)
+        elif out.shape != (self.n,) or out.dtype != np.float64:
+            raise ValueError(f"out must be a float64 array of shape ({self.n},), got {out.dtype} {out.shape}")
+        return _kernels.gather(slope_of_bin, self._k, out)
 
     def beta(self, xi: np.ndarray) -> np.ndarray:
         """β at ξ: the multipliers of (10) implied by ξ (Theorem 1 at a dual maximiser)."""
         e = self.evaluate(xi)
         return self.beta_from(e.vertices, e.slopes)
+
+
+def index_dtype_for(C: int) -> type:
+    """dtype of the per-weight interval index (k ≤ C − 2)."""
+    return np.uint16 if C - 2 <= np.iinfo(np.uint16).max else np.uint32
 
 
 def phi_w(
@@ -287,6 +316,7 @@ class DualResult:
     c_star: np.ndarray  # (C,) c-subproblem solution at xi
     method: str  # dss | fista | pbm_thesis | bundle
     iterations: int  # oracle evaluations performed
+    points: np.ndarray  # (iterations, C) the evaluated points, in order (history[k] = φ_w(points[k]))
 
 
 class _Best:
@@ -304,11 +334,13 @@ class _Best:
             self.value, self.xi, self.ev = ev[0], xi, ev
 
 
-def _result(oracle: DualOracle, best: _Best, history: list, method: str) -> DualResult:
+def _result(oracle: DualOracle, best: _Best, history: list, points: list, method: str,
+            beta_out: np.ndarray | None = None) -> DualResult:
     value, g, c, _, idx = best.ev
-    beta = oracle.beta_from(idx, oracle.slopes(best.xi, idx))
+    beta = oracle.beta_from(idx, oracle.slopes(best.xi, idx), out=beta_out)
     return DualResult(
-        best.xi.copy(), float(value), np.asarray(history), beta, g, c, method, len(history)
+        best.xi.copy(), float(value), np.asarray(history), beta, g, c, method, len(history),
+        np.array(points).reshape(len(points), oracle.C),
     )
 
 
@@ -326,18 +358,20 @@ def dss(
     iterations: int = 15,
     step_scale: float = 1.0,
     sort_xi: bool = False,
+    beta_out: np.ndarray | None = None,
 ) -> DualResult:
     """Deflected/diminishing subgradient step ξ_{k+1} = ξ_k + γ_k g_k, γ_k = step_scale/k (74)–(75)."""
     xi = _start(oracle, xi0, sort_xi)
-    best, history = _Best(), []
+    best, history, points = _Best(), [], []
     for k in range(1, iterations + 1):
         ev = oracle._eval(xi)
         history.append(ev[0])
+        points.append(xi)
         best.offer(xi, ev)
         xi = xi + (step_scale / k) * ev[1]  # (74)–(75)
         if sort_xi:
             xi.sort()
-    return _result(oracle, best, history, "dss")
+    return _result(oracle, best, history, points, "dss", beta_out)
 
 
 def fista(
@@ -346,6 +380,7 @@ def fista(
     iterations: int = 15,
     zeta: float = 1e5,
     sort_xi: bool = False,
+    beta_out: np.ndarray | None = None,
 ) -> DualResult:
     """FISTA (82)–(84) with the supergradient at the extrapolated point; t_0 = t_1 = 1.
 
@@ -353,25 +388,49 @@ def fista(
     t_{k+1} = (1 + sqrt(1 + 4 t_k²))/2. Each iteration evaluates φ_w at σ_k (σ_1 = ξ0).
     With ``sort_xi`` (the reference behaviour) ξ_{k+1} and σ_k are sorted ascending, so every
     evaluated point — and the returned one — is sorted and every β ≥ 0.
+    The whole loop runs compiled (:func:`metaq_utils._kernels.fista`), with the same oracle
+    kernel as :meth:`DualOracle._eval`; :func:`fista_python` is the same recursion in Python.
     """
+    xi = _start(oracle, xi0, sort_xi)
+    points = np.empty((iterations, oracle.C))
+    history = np.empty(iterations)
+    k, g, c, x_mass, idx = _kernels.fista(xi, oracle._cum, iterations, 1.0 / zeta, sort_xi,
+                                          oracle._ln_c_lo, oracle._ln_c_hi, points, history)
+    if k < 0:
+        raise FloatingPointError("FISTA: no evaluated point had a finite dual value")
+    best = _Best()
+    best.offer(points[k], (history[k], g, c, x_mass, idx))
+    return _result(oracle, best, history, points, "fista", beta_out)
+
+
+def fista_python(
+    oracle: DualOracle,
+    xi0: np.ndarray,
+    iterations: int = 15,
+    zeta: float = 1e5,
+    sort_xi: bool = False,
+    beta_out: np.ndarray | None = None,
+) -> DualResult:
+    """:func:`fista` as a Python loop over ``oracle._eval`` (reference for the compiled loop)."""
     xi = _start(oracle, xi0, sort_xi)
     xi_prev = xi
     t_prev, t = 1.0, 1.0
     inv_zeta = 1.0 / zeta
-    best, history = _Best(), []
+    best, history, points = _Best(), [], []
     for _ in range(iterations):
         sigma = xi + ((t_prev - 1.0) / t) * (xi - xi_prev)  # (83)
         if sort_xi:  # the extrapolation of two sorted points need not be sorted
             sigma.sort()
         ev = oracle._eval(sigma)
         history.append(ev[0])
+        points.append(sigma)
         best.offer(sigma, ev)
         xi_prev = xi
         xi = sigma + inv_zeta * ev[1]  # (84)
         if sort_xi:
             xi.sort()
         t_prev, t = t, 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))  # (82)
-    return _result(oracle, best, history, "fista")
+    return _result(oracle, best, history, points, "fista", beta_out)
 
 
 def pbm_thesis(
@@ -381,6 +440,7 @@ def pbm_thesis(
     zeta: float = 1e5,
     bundle_size: int = 10,
     sort_xi: bool = False,
+    beta_out: np.ndarray | None = None,
 ) -> DualResult:
     """The thesis' bundle update (86)–(87).
 
@@ -391,11 +451,12 @@ def pbm_thesis(
     """
     xi = _start(oracle, xi0, sort_xi)
     bundle: deque = deque(maxlen=bundle_size)
-    best, history = _Best(), []
+    best, history, points = _Best(), [], []
     inv_zeta = 1.0 / zeta
     for _ in range(iterations):
         ev = oracle._eval(xi)
         history.append(ev[0])
+        points.append(xi)
         best.offer(xi, ev)
         bundle.append((xi, ev[0], ev[1]))
         scores = [f_j + g_j @ (xi - xi_j) for xi_j, f_j, g_j in bundle]  # (86)
@@ -403,7 +464,7 @@ def pbm_thesis(
         xi = xi_j + inv_zeta * g_j  # (87)
         if sort_xi:
             xi.sort()
-    return _result(oracle, best, history, "pbm_thesis")
+    return _result(oracle, best, history, points, "pbm_thesis", beta_out)
 
 
 def simplex_qp(Q: np.ndarray, q: np.ndarray, max_iter: int = 500) -> np.ndarray:
@@ -470,6 +531,7 @@ def proximal_bundle(
     m: float = 0.1,
     sort_xi: bool = False,
     tol: float = 1e-12,
+    beta_out: np.ndarray | None = None,
 ) -> DualResult:
     """A proximal bundle method for the concave φ_w (maximisation).
 
@@ -488,7 +550,7 @@ def proximal_bundle(
     centre = _start(oracle, xi0, sort_xi)
     ev = oracle._eval(centre)
     f_c = ev[0]
-    best, history = _Best(), [ev[0]]
+    best, history, points = _Best(), [ev[0]], [centre]
     best.offer(centre, ev)
     G = [ev[1]]  # cut slopes g_j
     b = [ev[0] - ev[1] @ centre]  # cut offsets: cut_j(ξ) = b_j + g_j·ξ
@@ -506,6 +568,7 @@ def proximal_bundle(
             trial.sort()
         ev = oracle._eval(trial)
         history.append(ev[0])
+        points.append(trial)
         best.offer(trial, ev)
         if ev[0] - f_c >= m * predicted:  # serious step
             centre, f_c = trial, ev[0]
@@ -518,7 +581,7 @@ def proximal_bundle(
             b = list(bm[active])
         G.append(ev[1])
         b.append(ev[0] - ev[1] @ trial)
-    return _result(oracle, best, history, "bundle")
+    return _result(oracle, best, history, points, "bundle", beta_out)
 
 
 METHODS = ("dss", "fista", "pbm_thesis", "bundle")
@@ -539,6 +602,7 @@ def solve_dual(
     m: float = 0.1,
     step_scale: float = 1.0,
     oracle: DualOracle | None = None,
+    beta_out: np.ndarray | None = None,
 ) -> DualResult:
     """Maximise φ_w(ξ) (17) from the warm start ξ0 (default: c* = n/C) — the training hot path.
 
@@ -546,7 +610,8 @@ def solve_dual(
     (the bundle method may stop earlier when its model predicts no increase). c_hi defaults to n
     (thesis). ``sort_xi`` reproduces the reference code: ξ (the warm start included) is sorted
     ascending after every step, so every evaluated ξ is sorted and every β ≥ 0. ``oracle`` may pass a prebuilt :class:`DualOracle` for (w, grid,
-    c_lo, c_hi) to skip the O(n) pass.
+    c_lo, c_hi) to skip the O(n) pass; ``beta_out`` a float64 array
+    of length n to receive β (the training loop reuses one).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -559,12 +624,12 @@ def solve_dual(
     if xi0 is None:
         xi0 = default_xi0(oracle.n, oracle.C)
     if method == "fista":
-        return fista(oracle, xi0, iterations, zeta, sort_xi)
+        return fista(oracle, xi0, iterations, zeta, sort_xi, beta_out)
     if method == "dss":
-        return dss(oracle, xi0, iterations, step_scale, sort_xi)
+        return dss(oracle, xi0, iterations, step_scale, sort_xi, beta_out)
     if method == "pbm_thesis":
-        return pbm_thesis(oracle, xi0, iterations, zeta, bundle_size, sort_xi)
-    return proximal_bundle(oracle, xi0, iterations, zeta, bundle_size, m, sort_xi)
+        return pbm_thesis(oracle, xi0, iterations, zeta, bundle_size, sort_xi, beta_out)
+    return proximal_bundle(oracle, xi0, iterations, zeta, bundle_size, m, sort_xi, beta_out=beta_out)
 
 
 # ----------------------------------------------------------------------------- primal reference

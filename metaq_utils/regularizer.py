@@ -46,7 +46,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dual import METHODS, solve_dual
+from . import _kernels
+from .dual import DEFAULT_CHUNK, METHODS, DualOracle, default_xi0, index_dtype_for, solve_dual
 from .grid import Grid
 from .quantization import entropy_bits
 
@@ -151,49 +152,124 @@ class METaQRegularizer:
         self.config = config
         self.grid = config.grid
         self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no trainable parameters")
+        dtypes = {p.dtype for p in self.params}
+        if len(dtypes) != 1 or next(iter(dtypes)) not in (torch.float32, torch.float64):
+            raise ValueError(f"parameters must all be float32 or all float64, got {sorted(map(str, dtypes))}")
         self.n = sum(p.numel() for p in self.params)
         self.xi: np.ndarray | None = None        # warm start for the next dual solve
         self.steps = 0
         self.last_value: float | None = None     # φ_w(ξ) of the last dual solve (or F for 'adjacent')
-        self.last_beta: np.ndarray | None = None  # per-weight multipliers of the last step
+        self._last_beta: np.ndarray | None = None
+        # per-step buffers, allocated once: the flat weights, the interval index of each weight,
+        # β, and the flat gradient term (the training step then allocates nothing of size n)
+        dtype = next(iter(dtypes))
+        self._w = torch.empty(self.n, dtype=dtype)
+        self._total = torch.empty(self.n, dtype=dtype)
+        offsets = np.cumsum([0] + [p.numel() for p in self.params])
+        self._views = [self._total[o:o + p.numel()].view_as(p) for o, p in zip(offsets, self.params)]
+        self._names = [name for name, p in model.named_parameters() if p.requires_grad]
+        self._offsets = offsets
+        self._index = np.empty(self.n, dtype=index_dtype_for(self.grid.C))
+        self._beta = np.empty(self.n)
+        # the fused compiled step (method 'fista', variants thesis/flipped/sorted)
+        self._fused = config.method == "fista" and config.variant in ("thesis", "flipped", "sorted")
+        self._points = np.empty((config.iterations, self.grid.C))
+        self._history = np.empty(config.iterations)
+        self._table = np.empty(self.grid.C - 1)
+        c_hi = float(self.n) if config.c_hi is None else float(config.c_hi)
+        if not (math.isfinite(c_hi) and 0.0 <= config.c_lo < c_hi):
+            raise ValueError(f"need finite 0 <= c_lo < c_hi, got c_lo={config.c_lo}, c_hi={c_hi}")
+        self._ln_c = (math.log(config.c_lo) if config.c_lo > 0 else -math.inf, math.log(c_hi))
+        self._fused_beta_valid = False
+
+    @property
+    def last_beta(self) -> np.ndarray | None:
+        """The per-weight direction added in the last step, before λ(1−α) (float64, length n)."""
+        if self._fused_beta_valid:
+            beta = _kernels.gather(self._table, self._index, np.empty(self.n))
+            return -beta if self.config.variant == "flipped" else beta
+        return self._last_beta
 
     # -- the gradient hook ------------------------------------------------------------------
-    def entropy_gradient(self, w: np.ndarray) -> np.ndarray:
-        """The per-weight (sub)gradient direction that the variant adds, before λ(1−α)."""
+    def entropy_gradient(self, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The per-weight (sub)gradient direction that the variant adds, before λ(1−α) (float64).
+
+        The general path, through :func:`metaq_utils.dual.solve_dual`; the training step uses the
+        fused compiled kernel instead where it applies (same floats, tested).
+        """
         cfg = self.config
         if cfg.variant == "none":
-            return np.zeros_like(w)
+            if out is None:
+                return np.zeros(w.shape[0])
+            out.fill(0.0)
+            return out
         if cfg.variant == "adjacent":
             F, dF, _ = adjacent_relaxation(w, self.grid, cfg.c_lo)
             self.last_value = F
-            return -dF
+            return np.negative(dF, out=out)
+        index = self._index if w.shape[0] == self.n else None
+        oracle = DualOracle(w, self.grid, cfg.c_lo, cfg.c_hi, index_out=index)
         res = solve_dual(w, self.grid, method=cfg.method, iterations=cfg.iterations, zeta=cfg.zeta,
                          xi0=self.xi if cfg.warm_start else None, c_lo=cfg.c_lo, c_hi=cfg.c_hi,
-                         sort_xi=(cfg.variant == "sorted"))
+                         sort_xi=(cfg.variant == "sorted"), oracle=oracle, beta_out=out)
         self.xi = np.asarray(res.xi, dtype=np.float64)
         self.last_value = float(res.value)
-        beta = np.asarray(res.beta, dtype=np.float64)
-        return -beta if cfg.variant == "flipped" else beta
+        return np.negative(res.beta, out=res.beta) if cfg.variant == "flipped" else res.beta
+
+    def _fused_step(self, w: np.ndarray, scale: float) -> None:
+        """``self._total = scale·β`` with β from FISTA on ``w``: one compiled call (see _kernels)."""
+        cfg, grid = self.config, self.grid
+        xi0 = self.xi if (cfg.warm_start and self.xi is not None) else default_xi0(self.n, grid.C)
+        inv_delta = 1.0 / grid.delta
+        bad, k, _ = _kernels.fista_step(
+            w, float(grid.v[0]) * inv_delta, inv_delta, grid.v, DEFAULT_CHUNK, self._index, xi0,
+            cfg.iterations, 1.0 / cfg.zeta, cfg.variant == "sorted", self._ln_c[0], self._ln_c[1],
+            self._points, self._history, scale, self._total.numpy(), self._table)
+        if bad >= 0:
+            self._raise_non_finite(bad)
+        self.xi = self._points[k].copy()
+        self.last_value = float(self._history[k])
+        self._fused_beta_valid = True
+
+    def _raise_non_finite(self, i: int) -> None:
+        j = int(np.searchsorted(self._offsets, i, side="right")) - 1
+        raise ValueError(f"METaQ: parameter {self._names[j]!r} contains NaN or inf "
+                         f"(flat index {i}, element {i - self._offsets[j]})")
 
     @torch.no_grad()
     def after_backward(self, model: nn.Module | None = None) -> None:
+        """Add λα·∂R + λ(1−α)·direction to every parameter's gradient (see the module doc)."""
         cfg = self.config
-        w_t = _flatten(self.params)
-        direction = self.entropy_gradient(w_t.double().numpy())
-        self.last_beta = direction
-        total = torch.from_numpy(direction).to(w_t.dtype).mul_(cfg.lam * (1.0 - cfg.alpha))
+        w_t = torch.cat([p.detach().reshape(-1) for p in self.params], out=self._w)
+        scale = cfg.lam * (1.0 - cfg.alpha)
+        total = self._total
+        if self._fused:
+            self._fused_step(w_t.numpy(), -scale if cfg.variant == "flipped" else scale)
+        else:
+            self._fused_beta_valid = False
+            try:
+                self._last_beta = self.entropy_gradient(w_t.numpy(), out=self._beta)
+            except ValueError as e:
+                if "NaN or inf" in str(e):
+                    self._raise_non_finite(int(np.flatnonzero(~np.isfinite(w_t.numpy()))[0]))
+                raise
+            total.copy_(torch.from_numpy(self._last_beta)).mul_(scale)   # float64 → dtype, then scale
         if cfg.alpha > 0:
-            dR = 2.0 * w_t if cfg.R == "l2" else torch.sign(w_t)
-            total.add_(dR, alpha=cfg.lam * cfg.alpha)
-        offset = 0
-        for p in self.params:
-            k = p.numel()
-            g = total[offset:offset + k].view_as(p)
-            if p.grad is None:
-                p.grad = g.clone()
+            if cfg.R == "l2":       # λα·∂‖w‖² = (2λα)·w, the same floats as λα·(2w)
+                total.add_(w_t, alpha=2.0 * cfg.lam * cfg.alpha)
             else:
-                p.grad.add_(g)
-            offset += k
+                total.add_(torch.sign(w_t), alpha=cfg.lam * cfg.alpha)
+        grads = [p.grad for p in self.params]
+        if all(g is not None for g in grads):
+            torch._foreach_add_(grads, self._views)     # one call for all parameters
+        else:
+            for p, g in zip(self.params, self._views):
+                if p.grad is None:
+                    p.grad = g.clone()
+                else:
+                    p.grad.add_(g)
         self.steps += 1
 
     # -- what the training loop records -----------------------------------------------------

@@ -1,0 +1,213 @@
+"""The compiled kernels (metaq_utils._kernels) against their NumPy/SciPy references.
+
+* the O(n) aggregates and prefix sums: bit for bit against the NumPy formulation (np.bincount on
+  the laned index), for every chunking, float32 and float64 weights, weights on grid values and
+  outside the range;
+* the hull: the block boundaries of scipy.optimize.isotonic_regression (an independent PAVA);
+* the evaluation: the NumPy oracle to rounding, with identical hull vertices;
+* FISTA: the compiled loop equals the Python loop over the same oracle bit for bit;
+* the fused training step: equals solve_dual + the torch gradient arithmetic bit for bit.
+The oracle itself is checked against HiGHS, CVXPY and brute force in test_dual.py.
+"""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import isotonic_regression
+
+from metaq_utils import _kernels
+from metaq_utils.dual import DualOracle, default_xi0, fista, fista_python, solve_dual
+from metaq_utils.grid import Grid
+from metaq_utils.networks import build_model
+from metaq_utils.regularizer import METaQConfig, METaQRegularizer
+
+
+def _weights(rng, grid, n, dtype):
+    w = np.concatenate([rng.normal(grid.w0, 0.6 * grid.r, n), grid.v, grid.v + 1e-17,
+                        [grid.lo - 3.0, grid.hi + 3.0, grid.lo, grid.hi]])
+    return rng.permutation(w).astype(dtype)
+
+
+@pytest.mark.parametrize("C", [2, 3, 6, 257, 70_000])
+@pytest.mark.parametrize("chunk", [1 << 16, 777, 7])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_aggregates_bit_identical_to_numpy(C, chunk, dtype):
+    if C > 1000 and chunk < 777:
+        pytest.skip("the NumPy reference is O(n/chunk · C): too slow for this pair")
+    rng = np.random.default_rng(C + chunk)
+    grid = Grid(-0.11, 1.114, C)
+    w = _weights(rng, grid, 20_011 if chunk > 7 else 2_003, dtype)
+    o = DualOracle(w, grid, chunk=chunk)
+    N, U, k = o._aggregate_numpy(w)
+    cum, counts = o._prefix_sums_numpy(N, U)
+    np.testing.assert_array_equal(o._k, k)
+    np.testing.assert_array_equal(o._cum, cum)
+    np.testing.assert_array_equal(o.counts, counts)
+    assert o.counts.sum() == w.shape[0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_first_non_finite_weight_is_reported(bad, dtype):
+    grid = Grid(0.0, 1.0, 6)
+    w = np.linspace(-1, 1, 1000).astype(dtype)
+    w[[417, 900]] = bad
+    with pytest.raises(ValueError, match=r"NaN or inf \(first at index 417\)"):
+        DualOracle(w, grid)
+    with pytest.raises(ValueError, match=r"NaN or inf \(first at index 417\)"):
+        DualOracle(w, grid)._aggregate_numpy(w)
+
+
+def test_large_finite_float64_weights_are_not_mistaken_for_inf():
+    grid = Grid(0.0, 1.0, 6)
+    w = np.array([1e308, -1e308, 0.3, 1.7e308])
+    o = DualOracle(w, grid)
+    assert o.counts.sum() == 4 and o.counts[0] == 1 and o.counts[-1] == 2
+
+
+def _ties(rng, m):
+    y = rng.integers(-3, 4, m).astype(np.float64)  # many exact ties
+    return y
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pava_blocks_match_scipy_isotonic_regression(seed):
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 60))
+    y = _ties(rng, m) if seed % 2 else rng.normal(size=m)
+    wt = rng.uniform(0.5, 2.0, m) if seed % 3 == 0 else np.ones(m)
+    ref = isotonic_regression(y, weights=wt)
+    r = np.empty(m + 1, dtype=np.intp)
+    nb = _kernels.pava_blocks(y.copy(), wt.copy(), r)
+    np.testing.assert_array_equal(r[: nb + 1], ref.blocks)
+
+
+def _points(rng, C, n):
+    yield default_xi0(n, C)                                   # flat: every point collinear
+    yield rng.normal(0, 3, C) + 10                            # generic
+    yield np.sort(rng.normal(0, 3, C)) + 10                   # convex-ish
+    yield np.round(rng.normal(0, 2, C)) + 8                   # ties among slopes
+    yield np.linspace(0, 1, C) ** 2 * 30                      # strictly convex: every point a vertex
+    yield rng.normal(0, 1, C) * 1e3                           # c* clamped at both ends
+
+
+@pytest.mark.parametrize("C", [2, 3, 6, 64, 1025])
+def test_evaluate_matches_numpy_reference(C):
+    rng = np.random.default_rng(C)
+    grid = Grid(-0.11, 1.114, C)
+    w = _weights(rng, grid, 10_000, np.float32)
+    o = DualOracle(w, grid)
+    for xi in _points(rng, C, w.shape[0]):
+        value, g, c, x_mass, idx = o._eval(xi)
+        v_ref, g_ref, c_ref, x_ref, idx_ref = o._eval_numpy(xi)
+        np.testing.assert_array_equal(idx, idx_ref)
+        scale = np.abs(c_ref).sum() + np.abs(x_ref).sum() + 1.0
+        assert value == pytest.approx(v_ref, rel=1e-12, abs=1e-9 * scale)
+        np.testing.assert_allclose(c, c_ref, rtol=1e-13)
+        np.testing.assert_allclose(x_mass, x_ref, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-9)
+        assert x_mass.sum() == pytest.approx(w.shape[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("sort_xi", [False, True])
+@pytest.mark.parametrize("C", [6, 256])
+def test_compiled_fista_equals_python_fista_bit_for_bit(C, sort_xi):
+    rng = np.random.default_rng(C)
+    grid = Grid(-0.11, 1.114, C)
+    w = rng.normal(0.2, 0.4, 30_000)
+    o = DualOracle(w, grid)
+    for zeta in (1e5, 50.0):
+        xi0 = rng.normal(0, 2, C) + 11
+        a = fista(o, xi0, 15, zeta, sort_xi)
+        b = fista_python(o, xi0, 15, zeta, sort_xi)
+        for field in ("xi", "history", "beta", "g", "c_star", "points"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+        assert a.value == b.value
+        assert np.abs(a.beta).max() > 0
+
+
+def test_gather_scaled_is_the_torch_cast_then_scale():
+    rng = np.random.default_rng(0)
+    table = rng.normal(0, 50, 255)
+    k = rng.integers(0, 255, 10_000).astype(np.uint16)
+    for scale in (0.0015 * (1 - 0.533), -7.3e-4, 1.0):
+        for dtype, tdtype in ((np.float32, torch.float32), (np.float64, torch.float64)):
+            out = _kernels.gather_scaled(table, k, scale, np.empty(k.shape[0], dtype=dtype))
+            ref = torch.from_numpy(table[k.astype(np.intp)]).to(tdtype).mul_(scale).numpy()
+            np.testing.assert_array_equal(out, ref)
+
+
+def _pair(C, variant, zeta, dtype=torch.float32):
+    torch.manual_seed(C)
+    a = build_model("lenet5").to(dtype)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.normal_(0.1, 0.4)
+    b = build_model("lenet5").to(dtype)
+    b.load_state_dict(a.state_dict())
+    cfg = METaQConfig(C=C, variant=variant, zeta=zeta)
+    ra, rb = METaQRegularizer(a, cfg), METaQRegularizer(b, cfg)
+    rb._fused = False                      # the general path: solve_dual + torch arithmetic
+    xi0 = np.random.default_rng(C).normal(0, 2, C) + 12    # a non-flat warm start: β ≠ 0
+    ra.xi, rb.xi = xi0.copy(), xi0.copy()
+    return (a, ra), (b, rb)
+
+
+@pytest.mark.parametrize("variant", ["thesis", "flipped", "sorted"])
+@pytest.mark.parametrize("C,zeta", [(6, 1e5), (6, 30.0), (256, 1e5), (256, 30.0)])
+def test_fused_training_step_equals_the_general_path_bit_for_bit(variant, C, zeta):
+    (a, ra), (b, rb) = _pair(C, variant, zeta)
+    assert ra._fused and not rb._fused
+    for _ in range(3):
+        for m in (a, b):
+            for p in m.parameters():
+                p.grad = torch.full_like(p, 0.25)
+        ra.after_backward(a)
+        rb.after_backward(b)
+        ga = torch.cat([p.grad.reshape(-1) for p in a.parameters()])
+        gb = torch.cat([p.grad.reshape(-1) for p in b.parameters()])
+        assert torch.equal(ga, gb)
+        np.testing.assert_array_equal(ra.xi, rb.xi)
+        np.testing.assert_array_equal(ra.last_beta, rb.last_beta)
+        assert ra.last_value == rb.last_value
+        with torch.no_grad():              # move the weights so that the next step differs
+            for p, q in zip(a.parameters(), b.parameters()):
+                p.sub_(0.5 * p.grad)
+                q.sub_(0.5 * q.grad)
+    assert np.abs(ra.last_beta).max() > 0
+    if variant == "sorted":
+        assert (ra.last_beta >= 0).all()
+
+
+def test_fused_step_float64_model_and_missing_grads():
+    (a, ra), (b, rb) = _pair(6, "thesis", 1e3, dtype=torch.float64)
+    ra.after_backward(a)                   # p.grad is None: the term becomes the gradient
+    rb.after_backward(b)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert p.grad.dtype == torch.float64
+        assert torch.equal(p.grad, q.grad)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_non_finite_parameter_is_named(fused):
+    torch.manual_seed(0)
+    m = build_model("lenet5")
+    reg = METaQRegularizer(m, METaQConfig())
+    reg._fused = fused
+    with torch.no_grad():
+        dict(m.named_parameters())["conv2.weight"].view(-1)[7] = math.nan
+    with pytest.raises(ValueError, match=r"'conv2.weight' contains NaN or inf .*element 7"):
+        reg.after_backward(m)
+
+
+def test_fused_step_matches_solve_dual_on_training_weights():
+    """β and ξ of the fused step are those of solve_dual(method='fista') on the same weights."""
+    (a, ra), _ = _pair(256, "thesis", 40.0)
+    xi0 = ra.xi.copy()
+    w = torch.cat([p.detach().reshape(-1) for p in a.parameters()]).numpy()
+    ra.after_backward(a)
+    ref = solve_dual(w, ra.grid, method="fista", iterations=15, zeta=40.0, xi0=xi0)
+    np.testing.assert_array_equal(ra.xi, ref.xi)
+    np.testing.assert_array_equal(ra.last_beta, ref.beta)
+    assert ra.last_value == ref.value
