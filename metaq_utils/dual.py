@@ -46,7 +46,6 @@ __all__ = [
     "solve_dual",
     "dss",
     "fista",
-    "fista_python",
     "pbm_thesis",
     "proximal_bundle",
     "simplex_qp",
@@ -389,7 +388,7 @@ def fista(
     With ``sort_xi`` (the reference behaviour) ξ_{k+1} and σ_k are sorted ascending, so every
     evaluated point — and the returned one — is sorted and every β ≥ 0.
     The whole loop runs compiled (:func:`metaq_utils._kernels.fista`), with the same oracle
-    kernel as :meth:`DualOracle._eval`; :func:`fista_python` is the same recursion in Python.
+    kernel as :meth:`DualOracle._eval` (``tests/test_kernels.py`` replays it in Python).
     """
     xi = _start(oracle, xi0, sort_xi)
     points = np.empty((iterations, oracle.C))
@@ -400,36 +399,6 @@ def fista(
         raise FloatingPointError("FISTA: no evaluated point had a finite dual value")
     best = _Best()
     best.offer(points[k], (history[k], g, c, x_mass, idx))
-    return _result(oracle, best, history, points, "fista", beta_out)
-
-
-def fista_python(
-    oracle: DualOracle,
-    xi0: np.ndarray,
-    iterations: int = 15,
-    zeta: float = 1e5,
-    sort_xi: bool = False,
-    beta_out: np.ndarray | None = None,
-) -> DualResult:
-    """:func:`fista` as a Python loop over ``oracle._eval`` (reference for the compiled loop)."""
-    xi = _start(oracle, xi0, sort_xi)
-    xi_prev = xi
-    t_prev, t = 1.0, 1.0
-    inv_zeta = 1.0 / zeta
-    best, history, points = _Best(), [], []
-    for _ in range(iterations):
-        sigma = xi + ((t_prev - 1.0) / t) * (xi - xi_prev)  # (83)
-        if sort_xi:  # the extrapolation of two sorted points need not be sorted
-            sigma.sort()
-        ev = oracle._eval(sigma)
-        history.append(ev[0])
-        points.append(sigma)
-        best.offer(sigma, ev)
-        xi_prev = xi
-        xi = sigma + inv_zeta * ev[1]  # (84)
-        if sort_xi:
-            xi.sort()
-        t_prev, t = t, 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))  # (82)
     return _result(oracle, best, history, points, "fista", beta_out)
 
 

@@ -25,7 +25,7 @@ else
   echo "[setup] environment up to date"
 fi
 KERNEL_DIR=${JUPYTER_DATA_DIR:-$HOME/.local/share/jupyter}/kernels/metaq
-if [ ! -f "$KERNEL_DIR/kernel.json" ] || ! grep -q "$(pwd)/$VENV/bin/python" "$KERNEL_DIR/kernel.json"; then
+if [ ! -f "$KERNEL_DIR/kernel.json" ] || ! grep -qF "\"$(pwd)/$VENV/bin/python\"" "$KERNEL_DIR/kernel.json"; then
   echo "[setup] registering the Jupyter kernel 'metaq'"
   "$VENV/bin/python" -m ipykernel install --user --name metaq --display-name "Python (METaQ)" >/dev/null
 fi
