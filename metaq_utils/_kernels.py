@@ -326,3 +326,62 @@ def fista_step(w, v0_scaled, inv_delta, v, chunk, k_out, xi0, iterations, inv_ze
     slope_table(points[best_k], r, r.shape[0], v, table)
     gather_scaled(table, k_out, scale, out)
     return -1, best_k, r.shape[0]
+
+
+# ----------------------------------------------------------------------------- adjacent relaxation
+
+
+@njit(cache=True, nogil=True)
+def adjacent_pass(w, v, delta, k_out):  # pragma: no cover - compiled
+    """The O(n) pass of the adjacent-bucket relaxation (``regularizer.adjacent_relaxation``).
+
+    Each weight, clamped to [v_0, v_{C−1}], lies in interval k = min(trunc((w − v_0)/Δ), C − 2) at
+    t = (w − v_k)/Δ and puts 1 − t on bucket k and t on bucket k + 1. Returns ``(c, bad)``: the soft
+    histogram c (length C) — the two masses accumulated separately in index order and then added,
+    as ``np.bincount(k, 1 − t) + np.bincount(k + 1, t)`` does — and the first NaN/inf weight (−1
+    if none). ``k_out`` receives every weight's k.
+    """
+    n = w.shape[0]
+    C = v.shape[0]
+    lo = v[0]
+    hi = v[C - 1]
+    kmax = C - 2
+    ok = True
+    for i in range(n):  # pass 1, free of scatter stores so that it vectorizes
+        x = np.float64(w[i])
+        ok &= (x - x) == 0.0
+        wc = min(max(x, lo), hi)
+        k_out[i] = min(int((wc - lo) / delta), kmax)
+    if not ok:
+        for i in range(n):
+            if not math.isfinite(w[i]):
+                return np.zeros(0), i
+    left = np.zeros(C)
+    right = np.zeros(C)
+    for i in range(n):  # pass 2: the two scatter-adds
+        k = np.intp(k_out[i])
+        wc = min(max(np.float64(w[i]), lo), hi)
+        t = (wc - v[k]) / delta
+        left[k] += 1.0 - t
+        right[k + 1] += t
+    return left + right, -1
+
+
+@njit(cache=True, nogil=True)
+def adjacent_gather(w, lo, hi, k, table, scale, out):  # pragma: no cover - compiled
+    """out[i] = out.dtype(d_i)·out.dtype(scale), d_i = table[k_i] inside [lo, hi] and −0.0 outside
+    (the adjacent variant's direction −∂F/∂w; lo, hi = v_0, v_{C−1}, outside which the clamp makes it 0)."""
+    t = np.empty(table.shape[0] + 2, dtype=out.dtype)
+    for j in range(table.shape[0]):
+        t[j] = table[j]
+    t[-2] = -0.0
+    t[-1] = scale
+    sc = t[-1]
+    outside = t[-2] * sc
+    for i in range(k.shape[0]):
+        x = w[i]
+        if x < lo or x > hi:
+            out[i] = outside
+        else:
+            out[i] = t[k[i]] * sc
+    return out

@@ -130,19 +130,29 @@ def adjacent_relaxation(w: np.ndarray, grid: Grid, c_floor: float = 0.01) -> tup
     bucket k and t on bucket k + 1. Returns ``(F, dF_dw, c)`` with ``F = Σ_b c_b log2 c_b``,
     ``∂F/∂w_i = (ξ_{k+1} − ξ_k)/Δ``, ``ξ_b = log2 max(c_b, c_floor) + 1/ln 2`` (the floor only
     guards log 0 for an empty bucket; outside the range ∂F/∂w = 0 because of the clamp).
+    This NumPy version is the reference; the training step runs the same computation compiled
+    (:func:`metaq_utils._kernels.adjacent_pass`, bit-identical, tested).
     """
     w = np.asarray(w, dtype=np.float64)
+    if not np.isfinite(w).all():
+        raise ValueError(f"w contains NaN or inf (first at index {int(np.flatnonzero(~np.isfinite(w))[0])})")
     v = grid.v
     wc = np.clip(w, v[0], v[-1])
     k = np.minimum(((wc - v[0]) / grid.delta).astype(np.int64), grid.C - 2)
     t = (wc - v[k]) / grid.delta
     c = np.bincount(k, weights=1.0 - t, minlength=grid.C) + np.bincount(k + 1, weights=t, minlength=grid.C)
-    pos = c > 0
-    F = float((c[pos] * np.log2(c[pos])).sum())
-    xi = np.log2(np.maximum(c, c_floor)) + 1.0 / math.log(2.0)
+    F, xi = _adjacent_value_and_xi(c, c_floor)
     dF = (xi[k + 1] - xi[k]) / grid.delta
     dF[(w < v[0]) | (w > v[-1])] = 0.0
     return F, dF, c
+
+
+def _adjacent_value_and_xi(c: np.ndarray, c_floor: float) -> tuple[float, np.ndarray]:
+    """F = Σ_b c_b log2 c_b and ξ_b = log2 max(c_b, c_floor) + 1/ln 2 from the soft histogram c."""
+    pos = c > 0
+    F = float((c[pos] * np.log2(c[pos])).sum())
+    xi = np.log2(np.maximum(c, c_floor)) + 1.0 / math.log(2.0)
+    return F, xi
 
 
 class METaQRegularizer:
@@ -173,8 +183,10 @@ class METaQRegularizer:
         self._offsets = offsets
         self._index = np.empty(self.n, dtype=index_dtype_for(self.grid.C))
         self._beta = np.empty(self.n)
-        # the fused compiled step (method 'fista', variants thesis/flipped/sorted)
-        self._fused = config.method == "fista" and config.variant in ("thesis", "flipped", "sorted")
+        # the fused compiled steps: method 'fista' with the thesis/flipped/sorted variants, and
+        # the adjacent variant (same floats as the general path, tests/test_kernels.py)
+        self._fused = (config.variant == "adjacent"
+                       or (config.method == "fista" and config.variant in ("thesis", "flipped", "sorted")))
         self._points = np.empty((config.iterations, self.grid.C))
         self._history = np.empty(config.iterations)
         self._table = np.empty(self.grid.C - 1)
@@ -187,10 +199,14 @@ class METaQRegularizer:
     @property
     def last_beta(self) -> np.ndarray | None:
         """The per-weight direction added in the last step, before λ(1−α) (float64, length n)."""
-        if self._fused_beta_valid:
-            beta = _kernels.gather(self._table, self._index, np.empty(self.n))
-            return -beta if self.config.variant == "flipped" else beta
-        return self._last_beta
+        if not self._fused_beta_valid:
+            return self._last_beta
+        if self.config.variant == "adjacent":
+            w = self._w.numpy()
+            v = self.grid.v
+            return _kernels.adjacent_gather(w, v[0], v[-1], self._index, self._table, 1.0, np.empty(self.n))
+        beta = _kernels.gather(self._table, self._index, np.empty(self.n))
+        return -beta if self.config.variant == "flipped" else beta
 
     # -- the gradient hook ------------------------------------------------------------------
     def entropy_gradient(self, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -233,6 +249,19 @@ class METaQRegularizer:
         self.last_value = float(self._history[k])
         self._fused_beta_valid = True
 
+    def _adjacent_step(self, w: np.ndarray, scale: float) -> None:
+        """``self._total = scale·(−∂F/∂w)`` for the adjacent variant: two compiled O(n) passes."""
+        grid = self.grid
+        c, bad = _kernels.adjacent_pass(w, grid.v, grid.delta, self._index)
+        if bad >= 0:
+            self._raise_non_finite(bad)
+        F, xi = _adjacent_value_and_xi(c, self.config.c_lo)
+        self._table = -((xi[1:] - xi[:-1]) / grid.delta)     # −∂F/∂w on each interval
+        v = grid.v     # the clamp is to the outer bucket centres [v_0, v_{C−1}]
+        _kernels.adjacent_gather(w, v[0], v[-1], self._index, self._table, scale, self._total.numpy())
+        self.last_value = F
+        self._fused_beta_valid = True
+
     def _raise_non_finite(self, i: int) -> None:
         j = int(np.searchsorted(self._offsets, i, side="right")) - 1
         raise ValueError(f"METaQ: parameter {self._names[j]!r} contains NaN or inf "
@@ -245,7 +274,9 @@ class METaQRegularizer:
         w_t = torch.cat([p.detach().reshape(-1) for p in self.params], out=self._w)
         scale = cfg.lam * (1.0 - cfg.alpha)
         total = self._total
-        if self._fused:
+        if self._fused and cfg.variant == "adjacent":
+            self._adjacent_step(w_t.numpy(), scale)
+        elif self._fused:
             self._fused_step(w_t.numpy(), -scale if cfg.variant == "flipped" else scale)
         else:
             self._fused_beta_valid = False

@@ -20,7 +20,7 @@ from metaq_utils import _kernels
 from metaq_utils.dual import DualOracle, default_xi0, fista, solve_dual
 from metaq_utils.grid import Grid
 from metaq_utils.networks import build_model
-from metaq_utils.regularizer import METaQConfig, METaQRegularizer
+from metaq_utils.regularizer import METaQConfig, METaQRegularizer, adjacent_relaxation
 
 
 def _weights(rng, grid, n, dtype):
@@ -210,11 +210,12 @@ def test_fused_step_float64_model_and_missing_grads():
         assert torch.equal(p.grad, q.grad)
 
 
+@pytest.mark.parametrize("variant", ["thesis", "adjacent"])
 @pytest.mark.parametrize("fused", [True, False])
-def test_non_finite_parameter_is_named(fused):
+def test_non_finite_parameter_is_named(fused, variant):
     torch.manual_seed(0)
     m = build_model("lenet5")
-    reg = METaQRegularizer(m, METaQConfig())
+    reg = METaQRegularizer(m, METaQConfig(variant=variant))
     reg._fused = fused
     with torch.no_grad():
         dict(m.named_parameters())["conv2.weight"].view(-1)[7] = math.nan
@@ -232,3 +233,55 @@ def test_fused_step_matches_solve_dual_on_training_weights():
     np.testing.assert_array_equal(ra.xi, ref.xi)
     np.testing.assert_array_equal(ra.last_beta, ref.beta)
     assert ra.last_value == ref.value
+
+
+@pytest.mark.parametrize("C", [2, 3, 6, 257])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adjacent_pass_bit_identical_to_numpy(C, dtype):
+    rng = np.random.default_rng(C)
+    grid = Grid(0.0, 0.5, C)
+    w = _weights(rng, grid, 20_011, dtype)
+    k = np.empty(w.shape[0], dtype=np.uint16)
+    c, bad = _kernels.adjacent_pass(w, grid.v, grid.delta, k)
+    assert bad == -1
+    F_ref, dF_ref, c_ref = adjacent_relaxation(w, grid)
+    np.testing.assert_array_equal(c, c_ref)
+    w64 = w.astype(np.float64)
+    wc = np.clip(w64, grid.v[0], grid.v[-1])
+    np.testing.assert_array_equal(k, np.minimum(((wc - grid.v[0]) / grid.delta).astype(np.int64), C - 2))
+    w[123] = np.nan
+    assert _kernels.adjacent_pass(w, grid.v, grid.delta, k)[1] == 123
+
+
+@pytest.mark.parametrize("C", [6, 64])
+@pytest.mark.parametrize("alpha", [0.533, 0.0])
+def test_fused_adjacent_step_equals_the_general_path_bit_for_bit(C, alpha):
+    torch.manual_seed(C)
+    a = build_model("lenet5")
+    with torch.no_grad():
+        for p in a.parameters():
+            p.normal_(0.0, 0.3)            # some weights outside [v_0, v_{C−1}]
+    b = build_model("lenet5")
+    b.load_state_dict(a.state_dict())
+    cfg = METaQConfig(C=C, variant="adjacent", w0=0.0, r=0.5, lam=1e-3, alpha=alpha)
+    ra, rb = METaQRegularizer(a, cfg), METaQRegularizer(b, cfg)
+    rb._fused = False                      # the general path: adjacent_relaxation + torch arithmetic
+    assert ra._fused
+    for _ in range(3):
+        for m in (a, b):
+            for p in m.parameters():
+                p.grad = torch.full_like(p, -0.125)
+        ra.after_backward(a)
+        rb.after_backward(b)
+        ga = torch.cat([p.grad.reshape(-1) for p in a.parameters()])
+        gb = torch.cat([p.grad.reshape(-1) for p in b.parameters()])
+        assert torch.equal(ga, gb)
+        np.testing.assert_array_equal(ra.last_beta, rb.last_beta)
+        assert ra.last_value == rb.last_value
+        w = torch.cat([p.detach().reshape(-1) for p in a.parameters()]).numpy().copy()  # this step's w
+        with torch.no_grad():
+            for p, q in zip(a.parameters(), b.parameters()):
+                p.sub_(0.05 * p.grad)
+                q.sub_(0.05 * q.grad)
+    outside = (w < ra.grid.v[0]) | (w > ra.grid.v[-1])
+    assert outside.any() and (ra.last_beta[outside] == 0).all() and np.abs(ra.last_beta).max() > 0
