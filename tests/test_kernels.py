@@ -175,27 +175,35 @@ def _pair(C, variant, zeta, dtype=torch.float32):
     return (a, ra), (b, rb)
 
 
+def _step_both_and_compare(a, ra, b, rb, grad, lr):
+    """One regularizer step on both models from the same gradient; the results must be the same
+    floats. Then a gradient step on both, so that the next call sees new weights. Returns the
+    weights of this step."""
+    for m in (a, b):
+        for p in m.parameters():
+            p.grad = torch.full_like(p, grad)
+    ra.after_backward(a)
+    rb.after_backward(b)
+    assert torch.equal(torch.cat([p.grad.reshape(-1) for p in a.parameters()]),
+                       torch.cat([p.grad.reshape(-1) for p in b.parameters()]))
+    np.testing.assert_array_equal(ra.last_beta, rb.last_beta)
+    assert ra.last_value == rb.last_value
+    w = torch.cat([p.detach().reshape(-1) for p in a.parameters()]).numpy().copy()
+    with torch.no_grad():
+        for p, q in zip(a.parameters(), b.parameters()):
+            p.sub_(lr * p.grad)
+            q.sub_(lr * q.grad)
+    return w
+
+
 @pytest.mark.parametrize("variant", ["thesis", "flipped", "sorted"])
 @pytest.mark.parametrize("C,zeta", [(6, 1e5), (6, 30.0), (256, 1e5), (256, 30.0)])
 def test_fused_training_step_equals_the_general_path_bit_for_bit(variant, C, zeta):
     (a, ra), (b, rb) = _pair(C, variant, zeta)
     assert ra._fused and not rb._fused
     for _ in range(3):
-        for m in (a, b):
-            for p in m.parameters():
-                p.grad = torch.full_like(p, 0.25)
-        ra.after_backward(a)
-        rb.after_backward(b)
-        ga = torch.cat([p.grad.reshape(-1) for p in a.parameters()])
-        gb = torch.cat([p.grad.reshape(-1) for p in b.parameters()])
-        assert torch.equal(ga, gb)
+        _step_both_and_compare(a, ra, b, rb, grad=0.25, lr=0.5)
         np.testing.assert_array_equal(ra.xi, rb.xi)
-        np.testing.assert_array_equal(ra.last_beta, rb.last_beta)
-        assert ra.last_value == rb.last_value
-        with torch.no_grad():              # move the weights so that the next step differs
-            for p, q in zip(a.parameters(), b.parameters()):
-                p.sub_(0.5 * p.grad)
-                q.sub_(0.5 * q.grad)
     assert np.abs(ra.last_beta).max() > 0
     if variant == "sorted":
         assert (ra.last_beta >= 0).all()
@@ -268,20 +276,6 @@ def test_fused_adjacent_step_equals_the_general_path_bit_for_bit(C, alpha):
     rb._fused = False                      # the general path: adjacent_relaxation + torch arithmetic
     assert ra._fused
     for _ in range(3):
-        for m in (a, b):
-            for p in m.parameters():
-                p.grad = torch.full_like(p, -0.125)
-        ra.after_backward(a)
-        rb.after_backward(b)
-        ga = torch.cat([p.grad.reshape(-1) for p in a.parameters()])
-        gb = torch.cat([p.grad.reshape(-1) for p in b.parameters()])
-        assert torch.equal(ga, gb)
-        np.testing.assert_array_equal(ra.last_beta, rb.last_beta)
-        assert ra.last_value == rb.last_value
-        w = torch.cat([p.detach().reshape(-1) for p in a.parameters()]).numpy().copy()  # this step's w
-        with torch.no_grad():
-            for p, q in zip(a.parameters(), b.parameters()):
-                p.sub_(0.05 * p.grad)
-                q.sub_(0.05 * q.grad)
+        w = _step_both_and_compare(a, ra, b, rb, grad=-0.125, lr=0.05)
     outside = (w < ra.grid.v[0]) | (w > ra.grid.v[-1])
     assert outside.any() and (ra.last_beta[outside] == 0).all() and np.abs(ra.last_beta).max() > 0
