@@ -265,10 +265,6 @@ class DualOracle:
     def beta_from(self, vertices: np.ndarray, slopes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Per-weight envelope slopes β_i (float64, length n, into ``out`` if given): one gather."""
         slope_of_bin = np.repeat(slopes, np.diff(vertices))  # (C − 1,) slope of each interval
-        return self.beta_from_table(slope_of_bin, out)
-
-    def beta_from_table(self, slope_of_bin: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """β_i = slope_of_bin[k_i] for the interval k_i of every weight (float64, length n)."""
         if out is None:
             out = np.empty(self.n)
         elif out.shape != (self.n,) or out.dtype != np.float64:
