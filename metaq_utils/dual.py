@@ -40,6 +40,7 @@ __all__ = [
     "DualEval",
     "DualOracle",
     "DualResult",
+    "NonFiniteWeightError",
     "phi_w",
     "supergradient",
     "default_xi0",
@@ -73,6 +74,14 @@ def _c_part(xi: np.ndarray, c: np.ndarray) -> float:
 def default_xi0(n: int, C: int) -> np.ndarray:
     """Cold start: ξ_b = log2(n/C) + 1/ln 2, i.e. c* = n/C in every bucket."""
     return np.full(C, math.log2(max(n, 1) / C) + 1.0 / LN2)
+
+
+class NonFiniteWeightError(ValueError):
+    """A weight is NaN or ±inf; ``index`` is the first such position in the flat vector w."""
+
+    def __init__(self, index: int, message: str | None = None) -> None:
+        super().__init__(message or f"w contains NaN or inf (first at index {index})")
+        self.index = int(index)
 
 
 @dataclass(frozen=True)
@@ -147,7 +156,7 @@ class DualOracle:
         N, U, bad = _kernels.aggregate(w_arr, self._v0 * self._inv_delta, self._inv_delta, C,
                                        self.chunk, self._k)
         if bad >= 0:
-            raise ValueError(f"w contains NaN or inf (first at index {bad})")
+            raise NonFiniteWeightError(bad)
         self._set_aggregates(N, U)  # self._cum (3 × C prefix sums) and self.counts
         self._ones = np.ones(C - 1)
         self._rbuf = np.empty(C, dtype=np.intp)
@@ -189,8 +198,7 @@ class DualOracle:
         for s in range(0, n, self.chunk):
             wc = w[s : s + self.chunk]
             if not np.isfinite(wc).all():
-                bad = int(np.flatnonzero(~np.isfinite(wc))[0]) + s
-                raise ValueError(f"w contains NaN or inf (first at index {bad})")
+                raise NonFiniteWeightError(int(np.flatnonzero(~np.isfinite(wc))[0]) + s)
             u = np.multiply(wc, self._inv_delta, dtype=np.float64)
             u -= self._v0 * self._inv_delta
             np.clip(u, 0.0, C - 1.0, out=u)

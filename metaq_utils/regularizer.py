@@ -47,7 +47,8 @@ import torch
 from torch import nn
 
 from . import _kernels
-from .dual import DEFAULT_CHUNK, METHODS, DualOracle, default_xi0, index_dtype_for, solve_dual
+from .dual import (DEFAULT_CHUNK, METHODS, DualOracle, NonFiniteWeightError, default_xi0, index_dtype_for,
+                   solve_dual)
 from .grid import Grid
 from .quantization import entropy_bits
 
@@ -135,7 +136,7 @@ def adjacent_relaxation(w: np.ndarray, grid: Grid, c_floor: float = 0.01) -> tup
     """
     w = np.asarray(w, dtype=np.float64)
     if not np.isfinite(w).all():
-        raise ValueError(f"w contains NaN or inf (first at index {int(np.flatnonzero(~np.isfinite(w))[0])})")
+        raise NonFiniteWeightError(int(np.flatnonzero(~np.isfinite(w))[0]))
     v = grid.v
     wc = np.clip(w, v[0], v[-1])
     k = np.minimum(((wc - v[0]) / grid.delta).astype(np.int64), grid.C - 2)
@@ -263,9 +264,10 @@ class METaQRegularizer:
         self._fused_beta_valid = True
 
     def _raise_non_finite(self, i: int) -> None:
+        """Raise :class:`NonFiniteWeightError` naming the parameter that holds flat weight i."""
         j = int(np.searchsorted(self._offsets, i, side="right")) - 1
-        raise ValueError(f"METaQ: parameter {self._names[j]!r} contains NaN or inf "
-                         f"(flat index {i}, element {i - self._offsets[j]})")
+        raise NonFiniteWeightError(i, f"METaQ: parameter {self._names[j]!r} contains NaN or inf "
+                                      f"(flat index {i}, element {i - self._offsets[j]})")
 
     @torch.no_grad()
     def after_backward(self, model: nn.Module | None = None) -> None:
@@ -282,10 +284,8 @@ class METaQRegularizer:
             self._fused_beta_valid = False
             try:
                 self._last_beta = self.entropy_gradient(w_t.numpy(), out=self._beta)
-            except ValueError as e:
-                if "NaN or inf" in str(e):
-                    self._raise_non_finite(int(np.flatnonzero(~np.isfinite(w_t.numpy()))[0]))
-                raise
+            except NonFiniteWeightError as e:
+                self._raise_non_finite(e.index)
             total.copy_(torch.from_numpy(self._last_beta)).mul_(scale)   # float64 → dtype, then scale
         if cfg.alpha > 0:
             if cfg.R == "l2":       # λα·∂‖w‖² = (2λα)·w, the same floats as λα·(2w)

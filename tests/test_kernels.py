@@ -17,7 +17,7 @@ import torch
 from scipy.optimize import isotonic_regression
 
 from metaq_utils import _kernels
-from metaq_utils.dual import DualOracle, default_xi0, fista, solve_dual
+from metaq_utils.dual import DualOracle, NonFiniteWeightError, default_xi0, fista, solve_dual
 from metaq_utils.grid import Grid
 from metaq_utils.networks import build_model
 from metaq_utils.regularizer import METaQConfig, METaQRegularizer, adjacent_relaxation
@@ -53,10 +53,12 @@ def test_first_non_finite_weight_is_reported(bad, dtype):
     grid = Grid(0.0, 1.0, 6)
     w = np.linspace(-1, 1, 1000).astype(dtype)
     w[[417, 900]] = bad
-    with pytest.raises(ValueError, match=r"NaN or inf \(first at index 417\)"):
+    with pytest.raises(NonFiniteWeightError, match=r"NaN or inf \(first at index 417\)") as e:
         DualOracle(w, grid)
-    with pytest.raises(ValueError, match=r"NaN or inf \(first at index 417\)"):
-        DualOracle(w, grid)._aggregate_numpy(w)
+    assert e.value.index == 417
+    with pytest.raises(NonFiniteWeightError, match=r"NaN or inf \(first at index 417\)") as e:
+        DualOracle(np.zeros_like(w), grid)._aggregate_numpy(w)
+    assert e.value.index == 417
 
 
 def test_large_finite_float64_weights_are_not_mistaken_for_inf():
@@ -227,8 +229,9 @@ def test_non_finite_parameter_is_named(fused, variant):
     reg._fused = fused
     with torch.no_grad():
         dict(m.named_parameters())["conv2.weight"].view(-1)[7] = math.nan
-    with pytest.raises(ValueError, match=r"'conv2.weight' contains NaN or inf .*element 7"):
+    with pytest.raises(NonFiniteWeightError, match=r"'conv2.weight' contains NaN or inf .*element 7") as e:
         reg.after_backward(m)
+    assert e.value.index == m.conv1.weight.numel() + m.conv1.bias.numel() + 7
 
 
 def test_fused_step_matches_solve_dual_on_training_weights():
