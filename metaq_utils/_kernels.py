@@ -293,7 +293,8 @@ def gather(table, k, out):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def gather_scaled(table, k, scale, out):  # pragma: no cover - compiled
     """out[i] = out.dtype(table[k[i]]) · out.dtype(scale): β cast to the parameters' dtype, then
-    scaled in that dtype — the same floats as ``torch.from_numpy(β).to(dtype).mul_(scale)``."""
+    scaled in that dtype — the same floats as ``torch.from_numpy(β).to(dtype).mul_(scale)``.
+    ``table`` holds the direction of every interval index that ``k`` uses."""
     t = np.empty(table.shape[0] + 1, dtype=out.dtype)
     for j in range(table.shape[0]):
         t[j] = table[j]
@@ -339,7 +340,9 @@ def adjacent_pass(w, v, delta, k_out):  # pragma: no cover - compiled
     t = (w − v_k)/Δ and puts 1 − t on bucket k and t on bucket k + 1. Returns ``(c, bad)``: the soft
     histogram c (length C) — the two masses accumulated separately in index order and then added,
     as ``np.bincount(k, 1 − t) + np.bincount(k + 1, t)`` does — and the first NaN/inf weight (−1
-    if none). ``k_out`` receives every weight's k.
+    if none). ``k_out`` receives every weight's k, or C − 1 for a weight outside [v_0, v_{C−1}]
+    (where the clamp makes ∂F/∂w = 0): a slope table with a zero in entry C − 1 then gives the
+    direction of every weight with one :func:`gather_scaled`.
     """
     n = w.shape[0]
     C = v.shape[0]
@@ -350,38 +353,18 @@ def adjacent_pass(w, v, delta, k_out):  # pragma: no cover - compiled
     for i in range(n):  # pass 1, free of scatter stores so that it vectorizes
         x = np.float64(w[i])
         ok &= (x - x) == 0.0
-        wc = min(max(x, lo), hi)
-        k_out[i] = min(int((wc - lo) / delta), kmax)
+        k = min(int((min(max(x, lo), hi) - lo) / delta), kmax)
+        k_out[i] = C - 1 if (x < lo or x > hi) else k
     if not ok:
         for i in range(n):
             if not math.isfinite(w[i]):
                 return np.zeros(0), i
     left = np.zeros(C)
     right = np.zeros(C)
-    for i in range(n):  # pass 2: the two scatter-adds
-        k = np.intp(k_out[i])
+    for i in range(n):  # pass 2: the two scatter-adds (the clamped interval, recomputed)
         wc = min(max(np.float64(w[i]), lo), hi)
+        k = min(int((wc - lo) / delta), kmax)
         t = (wc - v[k]) / delta
         left[k] += 1.0 - t
         right[k + 1] += t
     return left + right, -1
-
-
-@njit(cache=True, nogil=True)
-def adjacent_gather(w, lo, hi, k, table, scale, out):  # pragma: no cover - compiled
-    """out[i] = out.dtype(d_i)·out.dtype(scale), d_i = table[k_i] inside [lo, hi] and −0.0 outside
-    (the adjacent variant's direction −∂F/∂w; lo, hi = v_0, v_{C−1}, outside which the clamp makes it 0)."""
-    t = np.empty(table.shape[0] + 2, dtype=out.dtype)
-    for j in range(table.shape[0]):
-        t[j] = table[j]
-    t[-2] = -0.0
-    t[-1] = scale
-    sc = t[-1]
-    outside = t[-2] * sc
-    for i in range(k.shape[0]):
-        x = w[i]
-        if x < lo or x > hi:
-            out[i] = outside
-        else:
-            out[i] = t[k[i]] * sc
-    return out

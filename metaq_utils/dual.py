@@ -286,8 +286,9 @@ class DualOracle:
 
 
 def index_dtype_for(C: int) -> type:
-    """dtype of the per-weight interval index (k ≤ C − 2)."""
-    return np.uint16 if C - 2 <= np.iinfo(np.uint16).max else np.uint32
+    """dtype of the per-weight interval index: k ≤ C − 2, or C − 1 for the adjacent variant's
+    off-range weights (:func:`metaq_utils._kernels.adjacent_pass`)."""
+    return np.uint16 if C - 1 <= np.iinfo(np.uint16).max else np.uint32
 
 
 def phi_w(

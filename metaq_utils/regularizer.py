@@ -190,7 +190,10 @@ class METaQRegularizer:
                        or (config.method == "fista" and config.variant in ("thesis", "flipped", "sorted")))
         self._points = np.empty((config.iterations, self.grid.C))
         self._history = np.empty(config.iterations)
-        self._table = np.empty(self.grid.C - 1)
+        # direction per interval index: slopes in 0..C−2; entry C − 1 is the adjacent variant's
+        # index for a weight outside [v_0, v_{C−1}], whose direction is −0.0 (= −∂F/∂w = −0)
+        self._table = np.zeros(self.grid.C)
+        self._table[-1] = -0.0
         c_hi = float(self.n) if config.c_hi is None else float(config.c_hi)
         if not (math.isfinite(c_hi) and 0.0 <= config.c_lo < c_hi):
             raise ValueError(f"need finite 0 <= c_lo < c_hi, got c_lo={config.c_lo}, c_hi={c_hi}")
@@ -202,10 +205,6 @@ class METaQRegularizer:
         """The per-weight direction added in the last step, before λ(1−α) (float64, length n)."""
         if not self._fused_beta_valid:
             return self._last_beta
-        if self.config.variant == "adjacent":
-            w = self._w.numpy()
-            v = self.grid.v
-            return _kernels.adjacent_gather(w, v[0], v[-1], self._index, self._table, 1.0, np.empty(self.n))
         beta = _kernels.gather(self._table, self._index, np.empty(self.n))
         return -beta if self.config.variant == "flipped" else beta
 
@@ -257,9 +256,8 @@ class METaQRegularizer:
         if bad >= 0:
             self._raise_non_finite(bad)
         F, xi = _adjacent_value_and_xi(c, self.config.c_lo)
-        self._table = -((xi[1:] - xi[:-1]) / grid.delta)     # −∂F/∂w on each interval
-        v = grid.v     # the clamp is to the outer bucket centres [v_0, v_{C−1}]
-        _kernels.adjacent_gather(w, v[0], v[-1], self._index, self._table, scale, self._total.numpy())
+        np.negative((xi[1:] - xi[:-1]) / grid.delta, out=self._table[:-1])     # −∂F/∂w on each interval
+        _kernels.gather_scaled(self._table, self._index, scale, self._total.numpy())
         self.last_value = F
         self._fused_beta_valid = True
 
