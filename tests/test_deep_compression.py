@@ -262,3 +262,20 @@ def test_pipeline_file_round_trips_and_decodes_to_the_same_accuracy(small_mnist,
     else:
         assert bias_group.mode == "dense" and bias_group.codebook.size <= 2 ** cfg.bias_bits
     assert result.density < 0.5 and result.compression_ratio > 10
+
+
+def test_every_baseline_config_round_trips_through_json():
+    """The shared BaselineConfig.to_dict/from_dict: JSON-safe, equal (and equally hashed) after the
+    round trip, tuples restored by each config's __post_init__, unknown keys ignored."""
+    import json
+
+    from metaq_utils.baselines.ana import ANAConfig
+    from metaq_utils.baselines.deep_compression import DeepCompressionConfig
+    from metaq_utils.baselines.inq import INQConfig
+    from metaq_utils.baselines.lc_mix import LCConfig
+
+    for cfg in (DeepCompressionConfig(layer_bits=(("fc1.weight", 3),)), INQConfig(fractions=(0.3, 1.0)),
+                ANAConfig(quantizer="uniform"), LCConfig()):
+        d = json.loads(json.dumps(cfg.to_dict()))
+        back = type(cfg).from_dict({**d, "not_a_field": 1})
+        assert back == cfg and hash(back) == hash(cfg)

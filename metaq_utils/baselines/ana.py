@@ -34,9 +34,8 @@ advanced once per optimizer step by the training loop's regularizer hook.
 from __future__ import annotations
 
 import copy
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
@@ -44,10 +43,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..data import MNISTTensors
 from ..networks import build_model, count_parameters
-from ..training import TrainConfig, evaluate, train
-from .deep_compression import prunable
+from ..training import TrainConfig, train
+from .deep_compression import BaselineConfig, BaselineMethod, prunable
 from .inq import BaselineRun, encode_and_decode, pow2_levels, quantize_biases
 
 __all__ = ["ANAConfig", "ANA", "NoiseSchedule", "SmoothedQuantizer", "weight_levels", "smoothed_quantizer",
@@ -214,7 +212,7 @@ def harden(model: nn.Module, arch: str) -> nn.Module:
 
 
 @dataclass(frozen=True)
-class ANAConfig:
+class ANAConfig(BaselineConfig):
     """Knobs of ANA (saved with every run); the schedule is (shape, order, noise_scale, anneal_end)."""
     epochs: int = 4
     quantizer: str = "ternary"          # 'ternary' | 'uniform' | 'pow2'
@@ -242,25 +240,12 @@ class ANAConfig:
     def end(self) -> float:
         return self.anneal_end if self.anneal_end is not None else max(self.epochs - 1, 1) / self.epochs
 
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ANAConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-class ANA:
+class ANA(BaselineMethod):
     """ANA on one dataset: :meth:`prepare` (levels, parametrizations, schedule), :meth:`anneal`
     (training), then :func:`harden` and encode. :meth:`run` does all of it on a copy."""
 
-    def __init__(self, config: ANAConfig, data: MNISTTensors, *, progress: bool = False) -> None:
-        self.config = config
-        self.data = data
-        self.progress = progress
-
-    def _accuracy(self, model: nn.Module) -> float:
-        return evaluate(model, self.data.test_x, self.data.test_y)["accuracy"]
+    config: ANAConfig
 
     def prepare(self, model: nn.Module) -> tuple[dict[str, np.ndarray], NoiseSchedule]:
         """Levels from the pretrained weights, a :class:`SmoothedQuantizer` on every weight tensor

@@ -70,8 +70,33 @@ __all__ = ["DeepCompressionConfig", "DeepCompression", "DeepCompressionResult", 
 INIT_MODES = ("forgy", "density", "linear")
 
 
+class BaselineConfig:
+    """``to_dict``/``from_dict`` of the baselines' frozen dataclass configs: JSON-safe (tuples become
+    lists; ``__post_init__`` turns them back), unknown keys ignored on the way in."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+class BaselineMethod:
+    """What every baseline runner holds (its config, the data, whether to show progress) and how it
+    measures a model (test accuracy)."""
+
+    def __init__(self, config: Any, data: MNISTTensors, *, progress: bool = False) -> None:
+        self.config = config
+        self.data = data
+        self.progress = progress
+
+    def _accuracy(self, model: nn.Module) -> float:
+        return evaluate(model, self.data.test_x, self.data.test_y)["accuracy"]
+
+
 @dataclass(frozen=True)
-class DeepCompressionConfig:
+class DeepCompressionConfig(BaselineConfig):
     """Knobs of the pipeline (saved with every run)."""
     # 1-2. prune and retrain
     quality: float = 1.0                # q: threshold = q_r · σ_l (σ_l of the dense layer)
@@ -117,13 +142,6 @@ class DeepCompressionConfig:
         # tuples of pairs (hashable, JSON round trip gives lists)
         object.__setattr__(self, "layer_quality", tuple((str(k), float(v)) for k, v in self.layer_quality))
         object.__setattr__(self, "layer_bits", tuple((str(k), int(v)) for k, v in self.layer_bits))
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DeepCompressionConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def quality_at(self, name: str, round_: int) -> float:
         """q_r of layer ``name`` in round ``round_`` (1-based)."""
@@ -412,18 +430,12 @@ def _density(model: nn.Module) -> float:
     return sum(int((p != 0).sum()) for p in params) / sum(p.numel() for p in params)
 
 
-class DeepCompression:
+class DeepCompression(BaselineMethod):
     """The pipeline on one dataset: ``prune`` → ``retrain`` (× rounds) → ``share`` → ``fine_tune``
     → ``encode``. :meth:`run` does all of it; :meth:`prune_and_retrain` and :meth:`compress` are
     its two halves (a pruned model can be compressed with several bit settings)."""
 
-    def __init__(self, config: DeepCompressionConfig, data: MNISTTensors, *, progress: bool = False) -> None:
-        self.config = config
-        self.data = data
-        self.progress = progress
-
-    def _accuracy(self, model: nn.Module) -> float:
-        return evaluate(model, self.data.test_x, self.data.test_y)["accuracy"]
+    config: DeepCompressionConfig
 
     def _train_config(self, arch: str, epochs: int, lr: float, weight_decay: float, seed: int) -> TrainConfig:
         c = self.config

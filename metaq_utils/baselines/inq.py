@@ -47,7 +47,7 @@ from ..fileformat import GroupSpec, encode_compressed, read_compressed
 from ..networks import count_parameters
 from ..pipeline import model_from_compressed
 from ..training import TrainConfig, evaluate, train
-from .deep_compression import after_each_step, kmeans_1d, prunable
+from .deep_compression import BaselineConfig, BaselineMethod, after_each_step, kmeans_1d, prunable
 
 __all__ = ["INQConfig", "INQ", "FrozenWeights", "BaselineRun", "pow2_levels", "project_pow2", "partition",
            "quantize_biases", "layer_group_specs", "encode_and_decode", "on_levels", "read_baseline_runs",
@@ -250,7 +250,7 @@ def encode_and_decode(model: nn.Module, arch: str, tables: Mapping[str, np.ndarr
 
 
 @dataclass(frozen=True)
-class INQConfig:
+class INQConfig(BaselineConfig):
     """Knobs of INQ (saved with every run). The schedule is the pair (fractions, epochs_per_step)."""
     fractions: tuple[float, ...] = (0.5, 0.75, 0.875, 1.0)   # cumulative quantized fraction after each step
     epochs_per_step: int = 1            # re-training epochs after each step but the last
@@ -272,25 +272,12 @@ class INQConfig:
             raise ValueError(f"need bits >= 2 and epochs_per_step >= 0 (got {self.bits}, {self.epochs_per_step})")
         object.__setattr__(self, "fractions", f)
 
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "INQConfig":
-        return cls(**{k: (tuple(v) if k == "fractions" else v) for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-class INQ:
+class INQ(BaselineMethod):
     """INQ on one dataset: :meth:`levels` once, then per fraction :meth:`quantize_step` and
     :meth:`retrain`, then :meth:`encode`. :meth:`run` does all of it on a copy of the model."""
 
-    def __init__(self, config: INQConfig, data: MNISTTensors, *, progress: bool = False) -> None:
-        self.config = config
-        self.data = data
-        self.progress = progress
-
-    def _accuracy(self, model: nn.Module) -> float:
-        return evaluate(model, self.data.test_x, self.data.test_y)["accuracy"]
+    config: INQConfig
 
     def levels(self, model: nn.Module) -> dict[str, np.ndarray]:
         """1. P_l of every weight tensor, from the pretrained layer's max |w|."""

@@ -47,8 +47,7 @@ table (``biases='kmeans'``, after training) or float32.
 from __future__ import annotations
 
 import copy
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -57,8 +56,8 @@ from torch import nn
 
 from ..data import MNISTTensors
 from ..networks import count_parameters
-from ..training import TrainConfig, evaluate, train
-from .deep_compression import kmeans_1d
+from ..training import TrainConfig, train
+from .deep_compression import BaselineConfig, BaselineMethod, kmeans_1d
 from .inq import BaselineRun, encode_and_decode, quantize_biases
 
 __all__ = ["Pruning", "Quantization", "LowRank", "LCConfig", "LCMix", "LCPenalty", "compression_from_spec",
@@ -209,7 +208,7 @@ class LCPenalty:
 
 
 @dataclass(frozen=True)
-class LCConfig:
+class LCConfig(BaselineConfig):
     """Knobs of the LC run (saved with every run)."""
     mix: tuple[tuple[str, tuple], ...] = tuple(MIXES["conv-prune_fc-quant"].items())   # (layer, spec)
     steps: int = 10                     # LC steps (seed: 30)
@@ -239,25 +238,15 @@ class LCConfig:
     def compressions(self) -> dict[str, Compression]:
         return {n: compression_from_spec(s) for n, s in self.mix}
 
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LCConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-class LCMix:
+class LCMix(BaselineMethod):
     """The LC algorithm with one compression per layer (``config.mix``)."""
 
-    def __init__(self, config: LCConfig, data: MNISTTensors, *, progress: bool = False) -> None:
-        self.config = config
-        self.data = data
-        self.progress = progress
-        self.compressions = config.compressions
+    config: LCConfig
 
-    def _accuracy(self, model: nn.Module) -> float:
-        return evaluate(model, self.data.test_x, self.data.test_y)["accuracy"]
+    def __init__(self, config: LCConfig, data: MNISTTensors, *, progress: bool = False) -> None:
+        super().__init__(config, data, progress=progress)
+        self.compressions = config.compressions
 
     def _weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
         params = dict(model.named_parameters())
