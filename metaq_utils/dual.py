@@ -37,6 +37,7 @@ from metaq_utils.subproblem import _pava, lower_hull_pava
 
 __all__ = [
     "c_star",
+    "c_bounds",
     "DualEval",
     "DualOracle",
     "DualResult",
@@ -69,6 +70,18 @@ def c_star(xi: np.ndarray, c_lo: float, c_hi: float) -> np.ndarray:
 def _c_part(xi: np.ndarray, c: np.ndarray) -> float:
     """Σ_b c_b log2 c_b − ξ_b c_b (0·log 0 = 0)."""
     return float(c @ (np.log2(np.maximum(c, _TINY)) - xi))
+
+
+def c_bounds(c_lo: float, c_hi: float | None, n: int) -> tuple[float, float, float, float]:
+    """Validated bounds of the c-subproblem (29) and their logs: (c_lo, c_hi, ln c_lo, ln c_hi).
+
+    ``c_hi=None`` means n (thesis); c_lo = 0 gives ln c_lo = −inf (no lower clamp).
+    """
+    c_hi = float(n) if c_hi is None else float(c_hi)
+    c_lo = float(c_lo)
+    if not (math.isfinite(c_lo) and math.isfinite(c_hi) and 0.0 <= c_lo < c_hi):
+        raise ValueError(f"need finite 0 <= c_lo < c_hi, got c_lo={c_lo}, c_hi={c_hi}")
+    return c_lo, c_hi, (math.log(c_lo) if c_lo > 0.0 else -math.inf), math.log(c_hi)
 
 
 def default_xi0(n: int, C: int) -> np.ndarray:
@@ -131,10 +144,7 @@ class DualOracle:
             w_arr = w_arr.astype(np.float64)
         w_arr = np.ascontiguousarray(w_arr)
         n = w_arr.shape[0]
-        c_hi = float(n) if c_hi is None else float(c_hi)
-        c_lo = float(c_lo)
-        if not (math.isfinite(c_lo) and math.isfinite(c_hi) and 0.0 <= c_lo < c_hi):
-            raise ValueError(f"need finite 0 <= c_lo < c_hi, got c_lo={c_lo}, c_hi={c_hi}")
+        c_lo, c_hi, self._ln_c_lo, self._ln_c_hi = c_bounds(c_lo, c_hi, n)
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.grid = grid
@@ -162,8 +172,6 @@ class DualOracle:
         self._rbuf = np.empty(C, dtype=np.intp)
         self._dbuf = np.empty(C - 1)
         self._wbuf = np.empty(C - 1)
-        self._ln_c_lo = math.log(c_lo) if c_lo > 0.0 else -math.inf
-        self._ln_c_hi = math.log(c_hi)
 
     def _set_aggregates(self, N: np.ndarray, U: np.ndarray) -> None:
         """Prefix sums from the laned per-interval count N and Σu (u_i = (w_i − v_0)/Δ)."""

@@ -47,8 +47,8 @@ import torch
 from torch import nn
 
 from . import _kernels
-from .dual import (DEFAULT_CHUNK, METHODS, DualOracle, NonFiniteWeightError, default_xi0, index_dtype_for,
-                   solve_dual)
+from .dual import (DEFAULT_CHUNK, METHODS, DualOracle, NonFiniteWeightError, c_bounds, default_xi0,
+                   index_dtype_for, solve_dual)
 from .grid import Grid
 from .quantization import entropy_bits
 
@@ -194,10 +194,7 @@ class METaQRegularizer:
         # index for a weight outside [v_0, v_{C−1}], whose direction is −0.0 (= −∂F/∂w = −0)
         self._table = np.zeros(self.grid.C)
         self._table[-1] = -0.0
-        c_hi = float(self.n) if config.c_hi is None else float(config.c_hi)
-        if not (math.isfinite(c_hi) and 0.0 <= config.c_lo < c_hi):
-            raise ValueError(f"need finite 0 <= c_lo < c_hi, got c_lo={config.c_lo}, c_hi={c_hi}")
-        self._ln_c = (math.log(config.c_lo) if config.c_lo > 0 else -math.inf, math.log(c_hi))
+        self._ln_c = c_bounds(config.c_lo, config.c_hi, self.n)[2:]   # validates c_lo < c_hi too
         self._fused_beta_valid = False
 
     @property

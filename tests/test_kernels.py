@@ -286,3 +286,12 @@ def test_fused_adjacent_step_equals_the_general_path_bit_for_bit(C, alpha):
         w = _step_both_and_compare(a, ra, b, rb, grad=-0.125, lr=0.05)
     outside = (w < ra.grid.v[0]) | (w > ra.grid.v[-1])
     assert outside.any() and (ra.last_beta[outside] == 0).all() and np.abs(ra.last_beta).max() > 0
+
+
+@pytest.mark.parametrize("c_lo,c_hi", [(5.0, 1.0), (-1.0, None), (0.01, math.inf)])
+def test_regularizer_rejects_bad_c_bounds_like_the_oracle(c_lo, c_hi):
+    m = build_model("lenet5")
+    with pytest.raises(ValueError, match=r"need finite 0 <= c_lo < c_hi"):
+        METaQRegularizer(m, METaQConfig(c_lo=c_lo, c_hi=c_hi))
+    with pytest.raises(ValueError, match=r"need finite 0 <= c_lo < c_hi"):
+        DualOracle(np.zeros(10), Grid(0.0, 1.0, 6), c_lo, c_hi)
