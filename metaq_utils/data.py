@@ -12,10 +12,17 @@ Sources, tried in order by :func:`ensure_mnist`:
 
 Whatever the source, the result is verified against the official set: 60,000 training and
 10,000 test images of 28×28, and the official per-class counts.
+
+Validation split (PROTOCOL.md): :func:`load_mnist` carves by default a fixed validation set of
+``VAL_SIZE`` = 5,000 images out of the 60,000 training images, stratified by class and drawn with
+``VAL_SEED`` (:func:`validation_split`); training uses the other 55,000, every selection is made
+on the validation images, and the split's index hash travels with every run
+(``MNISTTensors.split``). ``load_mnist(val_size=0)`` gives the full 60,000 (legacy runs only).
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import pickle
@@ -23,6 +30,7 @@ import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -30,13 +38,17 @@ import torch.nn.functional as F
 
 __all__ = ["MNIST_TRAIN_CLASS_COUNTS", "MNIST_TEST_CLASS_COUNTS", "MNISTUnavailableError",
            "ensure_mnist", "load_mnist", "MNISTTensors", "iterate_batches", "augment_batch", "affine_batch",
-           "MNIST_MEAN", "MNIST_STD", "DEFAULT_ROOT"]
+           "MNIST_MEAN", "MNIST_STD", "DEFAULT_ROOT", "VAL_SIZE", "VAL_SEED", "ValidationSplit",
+           "stratified_counts", "validation_split", "split_metadata", "indices_sha256"]
 
 DEFAULT_ROOT = "data"
 # Official per-class counts (digits 0..9).
 MNIST_TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 MNIST_TEST_CLASS_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+# The fixed validation split (PROTOCOL.md): never change these, every run records the hash.
+VAL_SIZE = 5000
+VAL_SEED = 20261128
 
 _RAW_FILES = {
     "train-images-idx3-ubyte": (60000, (28, 28)),
@@ -152,24 +164,111 @@ def ensure_mnist(root: str | os.PathLike = DEFAULT_ROOT, *, download_timeout: fl
     raise MNISTUnavailableError("could not obtain MNIST; tried:\n  - " + "\n  - ".join(attempts))
 
 
+def stratified_counts(class_counts, size: int) -> list[int]:
+    """Per-class sample sizes proportional to ``class_counts`` that sum to exactly ``size``.
+
+    Largest-remainder rounding: every class gets ``floor(size·n_c/N)``, and the images still
+    missing go one each to the classes with the largest fractional parts (ties: lower class first).
+    """
+    counts = [int(c) for c in class_counts]
+    total = sum(counts)
+    if not 0 <= size <= total:
+        raise ValueError(f"size must be in [0, {total}], got {size}")
+    exact = [size * c / total for c in counts]
+    base = [int(math.floor(q)) for q in exact]
+    order = sorted(range(len(counts)), key=lambda k: (-(exact[k] - base[k]), k))
+    for k in order[:size - sum(base)]:
+        base[k] += 1
+    return base
+
+
+def indices_sha256(indices) -> str:
+    """SHA-256 of an index list stored as int32 little-endian bytes (the split's fingerprint)."""
+    return hashlib.sha256(np.asarray(indices, dtype="<i4").tobytes()).hexdigest()
+
+
+class ValidationSplit(NamedTuple):
+    """A validation split: the sorted indices into the 60,000 training images and their hash."""
+    indices: np.ndarray
+    sha256: str
+
+
+def validation_split(labels, val_size: int = VAL_SIZE, seed: int = VAL_SEED) -> ValidationSplit:
+    """The fixed validation split: ``val_size`` indices into the training set, stratified by class.
+
+    Per-class counts come from :func:`stratified_counts` (proportional, summing to exactly
+    ``val_size``); class by class (0..9, in that order) the indices are drawn without replacement
+    from that class' images by one ``numpy.random.default_rng(seed)``. Returns the sorted indices
+    (int64) and :func:`indices_sha256` of them. Deterministic: same labels, size and seed, same
+    split on every machine.
+    """
+    y = np.asarray(labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels).astype(np.int64)
+    n_classes = int(y.max()) + 1 if y.size else 0
+    counts = stratified_counts(np.bincount(y, minlength=n_classes), val_size)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(y == c), size=k, replace=False) for c, k in enumerate(counts)]
+    idx = np.sort(np.concatenate(chosen).astype(np.int64)) if chosen else np.zeros(0, np.int64)
+    return ValidationSplit(idx, indices_sha256(idx))
+
+
+def split_metadata(val_size: int = 0, val_seed: int | None = None,
+                   val_indices_sha256: str | None = None) -> dict[str, Any]:
+    """The split's record kept in every run: ``{"val_size", "val_seed", "val_indices_sha256"}``."""
+    return {"val_size": int(val_size), "val_seed": val_seed, "val_indices_sha256": val_indices_sha256}
+
+
 @dataclass
 class MNISTTensors:
-    """MNIST held in memory: images as float32 in [0, 1] of shape (N, 1, 28, 28), labels int64."""
+    """MNIST held in memory: images as float32 in [0, 1] of shape (N, 1, 28, 28), labels int64.
+
+    With the validation split (the default of :func:`load_mnist`), ``train_x/train_y`` hold the
+    55,000 training images outside it and ``val_x/val_y`` the 5,000 inside it (both in the
+    official order); ``split`` records ``{"val_size", "val_seed", "val_indices_sha256"}``.
+    Without one, ``val_x``/``val_y`` are None and ``split["val_size"]`` is 0.
+    """
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    split: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.val_x is None) != (self.val_y is None):
+            raise ValueError("val_x and val_y must both be given or both be None")
+        if self.split is None:
+            self.split = split_metadata(0 if self.val_x is None else self.val_x.shape[0])
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_x is not None and self.val_x.shape[0] > 0
 
     def to(self, device: str | torch.device) -> "MNISTTensors":
-        return MNISTTensors(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
+        mv = lambda t: None if t is None else t.to(device)
+        return MNISTTensors(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)),
+                            mv(self.val_x), mv(self.val_y), dict(self.split))
 
 
-def load_mnist(root: str | os.PathLike = DEFAULT_ROOT, **kwargs) -> MNISTTensors:
-    """Load MNIST (obtaining it first with :func:`ensure_mnist` if needed) as in-memory tensors."""
+def load_mnist(root: str | os.PathLike = DEFAULT_ROOT, *, val_size: int = VAL_SIZE,
+               val_seed: int = VAL_SEED, **kwargs) -> MNISTTensors:
+    """Load MNIST (obtaining it first with :func:`ensure_mnist` if needed) as in-memory tensors.
+
+    By default the fixed validation split (:func:`validation_split` with ``VAL_SIZE``,
+    ``VAL_SEED``) is held out of the training images; ``val_size=0`` keeps all 60,000 for
+    training and has no validation set (legacy runs, which can only select on test).
+    """
     ensure_mnist(root, **kwargs)
     train_x, train_y, test_x, test_y = _read_with_torchvision(root)
     f = lambda x: (x.to(torch.float32) / 255.0).unsqueeze(1).contiguous()
-    return MNISTTensors(f(train_x), train_y.long(), f(test_x), test_y.long())
+    if not val_size:
+        return MNISTTensors(f(train_x), train_y.long(), f(test_x), test_y.long(), split=split_metadata(0))
+    split = validation_split(train_y, val_size, val_seed)
+    is_val = torch.zeros(train_y.shape[0], dtype=torch.bool)
+    is_val[torch.from_numpy(split.indices)] = True
+    return MNISTTensors(f(train_x[~is_val]), train_y[~is_val].long(), f(test_x), test_y.long(),
+                        f(train_x[is_val]), train_y[is_val].long(),
+                        split_metadata(val_size, val_seed, split.sha256))
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

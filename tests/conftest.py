@@ -18,6 +18,11 @@ def mnist():
 
 @pytest.fixture(scope="session")
 def small_mnist(mnist):
-    """A 2,048-image training subset and 1,000 test images: fast training tests."""
+    """A 2,048-image training subset, 1,000 validation and 1,000 test images: fast training tests.
+
+    The validation images come from the fixed split (``mnist.val_x``); ``split`` records it, with
+    ``val_size`` the subset's size."""
     from metaq_utils.data import MNISTTensors
-    return MNISTTensors(mnist.train_x[:2048], mnist.train_y[:2048], mnist.test_x[:1000], mnist.test_y[:1000])
+    split = dict(mnist.split, val_size=1000)
+    return MNISTTensors(mnist.train_x[:2048], mnist.train_y[:2048], mnist.test_x[:1000], mnist.test_y[:1000],
+                        mnist.val_x[:1000], mnist.val_y[:1000], split)
