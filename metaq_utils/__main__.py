@@ -45,7 +45,7 @@ def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     m.add_argument("--zeta", type=float, default=1e5)
     p.add_argument("--stop-rule", action="append", default=[], metavar="EPOCH:METRIC:MIN[:MAX]",
                    help="abandon the run if at EPOCH the METRIC is below MIN (or above MAX; leave MIN empty), "
-                        "e.g. 5:test_accuracy:0.97 or 20:entropy_grid_bits::60000; repeatable")
+                        "e.g. 5:val_accuracy:0.97 or 20:entropy_grid_bits::60000; repeatable")
     p.add_argument("--name", default="metaq_lenet5", help="file stem of the saved models")
     p.add_argument("--checkpoint", default=None, help="last-epoch checkpoint, for --resume")
     p.add_argument("--resume", action="store_true")
@@ -102,9 +102,11 @@ def _cmd_train(args) -> int:
                 resume=args.resume, progress=not args.quiet, stop_rules=_stop_rules(args))
     if res.stopped_by:
         print(f"stopped early: {res.stopped_by}")
-    best = max(res.history, key=lambda r: r["test_accuracy"])
-    print(f"final test accuracy {100 * res.final['test_accuracy']:.2f} % after {res.final['epoch']} epochs; "
-          f"best {100 * best['test_accuracy']:.2f} % at epoch {best['epoch']} saved to {out}")
+    key = "val_accuracy" if res.selection == "validation" else "test_accuracy"
+    best = next((r for r in res.history if r["epoch"] == res.best_epoch), res.final)
+    print(f"final {key} {100 * res.final.get(key, float('nan')):.2f} % after {res.final.get('epoch')} epochs; "
+          f"best {res.best_metric} {best.get(res.best_metric, float('nan')):.6g} at epoch {best.get('epoch')} "
+          f"(selected on {res.selection}) saved to {out}")
     if args.history:
         Path(args.history).write_text(json.dumps(res.history, indent=1))
     return 0

@@ -2,7 +2,13 @@
 
 The loop keeps MNIST as in-memory tensors, draws shuffled batches from a seeded
 ``torch.Generator`` (augmentation batched on tensors, see :mod:`metaq_utils.data`), evaluates on
-the test set after every epoch, and returns the metrics as data.
+the **validation** split after every epoch, and returns the metrics as data.
+
+Protocol (PROTOCOL.md): the best epoch is chosen on validation (``val_accuracy``); the test set is
+not evaluated per epoch. ``select_on="test"`` is the only way to select on the test set: it
+evaluates test every epoch, and marks every row, checkpoint and result ``selection: "test"``
+(the default mark is ``"validation"``). Every checkpoint's configuration and the
+:class:`TrainResult` record the split (``{"val_size", "val_seed", "val_indices_sha256"}``).
 
 Extension point: a :class:`Regularizer` is called after ``loss.backward()`` and before
 ``optimizer.step()``; it adds its own term to the parameters' ``.grad`` (this is where the METaQ
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
@@ -27,7 +34,22 @@ from .data import MNISTTensors, iterate_batches, normalize
 from .networks import build_model
 
 __all__ = ["TrainConfig", "Regularizer", "CompositeRegularizer", "StopRule", "TrainResult", "make_model", "make_optimizer",
-           "evaluate", "train", "init_uniform_"]
+           "evaluate", "train", "init_uniform_", "SELECTIONS", "check_selection", "is_test_metric"]
+
+# Where a selection (best epoch, C_Q, λ, ...) is made; "test" only through an explicit option.
+SELECTIONS = ("validation", "test")
+
+
+def check_selection(select_on: str) -> str:
+    """Return ``select_on`` if it is one of :data:`SELECTIONS`, else raise ValueError."""
+    if select_on not in SELECTIONS:
+        raise ValueError(f"select_on must be one of {SELECTIONS}, got {select_on!r}")
+    return select_on
+
+
+def is_test_metric(name: str) -> bool:
+    """True for a metric measured on the test set (``test_accuracy``, ``test_loss``, ...)."""
+    return name.startswith("test_") or name.startswith("test-")
 
 
 @dataclass(frozen=True)
@@ -136,10 +158,15 @@ class StopRule:
 
 @dataclass
 class TrainResult:
-    """What a run returns: one dict per epoch, the reason it stopped early (if it did)."""
+    """What a run returns: one dict per epoch, the reason it stopped early (if it did), the best
+    epoch (by ``best_metric``), where it was selected (``selection``: ``"validation"`` or
+    ``"test"``) and the data split it used (``split``, with the validation indices' hash)."""
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_by: str | None = None
     best_epoch: int | None = None
+    selection: str = "validation"
+    split: dict[str, Any] | None = None
+    best_metric: str | None = None
 
     @property
     def final(self) -> dict[str, Any]:
@@ -203,18 +230,50 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
           checkpoint_path: str | Path | None = None,
           resume: bool = False,
           best_path: str | Path | None = None,
-          best_metric: str = "test_accuracy",
+          best_metric: str | None = None,
+          select_on: str = "validation",
           epoch_callbacks: Iterable[Callable[[int, dict[str, Any]], None]] = (),
           progress: bool = True) -> TrainResult:
     """Train ``model`` on ``data`` for ``config.epochs`` epochs.
 
+    * Every epoch the model is evaluated on ``data.val_x/val_y`` (row keys ``val_accuracy``,
+      ``val_loss``); the test set is not looked at (PROTOCOL.md).
+    * ``best_metric``: the row key whose maximum picks the best epoch; default ``"val_accuracy"``
+      (``"test_accuracy"`` under ``select_on="test"``). A test metric (``test_*``), for the best
+      epoch or in a stop rule, is refused unless ``select_on="test"``.
+    * ``select_on="test"``: the explicit, marked way to select on the test set: the test set is
+      evaluated every epoch (``test_accuracy``, ``test_loss``) and every row, checkpoint and the
+      result carry ``selection: "test"``. Default ``"validation"``.
     * ``checkpoint_path``: the run's last state is saved there after every epoch (atomically);
       with ``resume=True`` and an existing file, training continues from it and ends with the
-      same weights as an uninterrupted run.
+      same weights as an uninterrupted run (the configuration, split and selection must match).
     * ``best_path``: the model with the highest ``best_metric`` so far is saved there (e.g. in
-      ``BestModelsBeforeQuantization/``) with its configuration and metrics.
+      ``BestModelsBeforeQuantization/``) with its configuration (including ``split`` and
+      ``selection``) and metrics.
     * ``stop_rules``: checked after every epoch; the reason is recorded in the result.
+
+    ``data`` without a validation split (``load_mnist(val_size=0)``, or built by hand) can still
+    be trained on, but then nothing is evaluated per epoch and nothing can be selected: a
+    ``best_path`` or a stop rule on an accuracy/loss metric raises ValueError (use
+    ``select_on="test"`` for legacy, test-selected runs).
     """
+    selection = check_selection(select_on)
+    if best_metric is None:
+        best_metric = "val_accuracy" if selection == "validation" else "test_accuracy"
+    if selection == "validation":
+        bad = [m for m in [best_metric, *(r.metric for r in stop_rules)] if is_test_metric(m)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is a test-set metric: selecting or stopping on the test set "
+                             f"needs select_on='test' (which marks the results as test-selected)")
+    has_val = bool(getattr(data, "has_validation", False))
+    if selection == "validation" and not has_val:
+        if best_path is not None or any(r.metric.startswith("val_") for r in stop_rules):
+            raise ValueError("data has no validation split (load_mnist(val_size=0) or hand-built MNISTTensors): "
+                             "cannot select a best epoch or apply validation stop rules; load the split "
+                             "(load_mnist() default) or pass select_on='test' explicitly")
+        warnings.warn("train(): data has no validation split; no per-epoch evaluation and no best epoch",
+                      stacklevel=2)
+    split = dict(getattr(data, "split", None) or {"val_size": 0, "val_seed": None, "val_indices_sha256": None})
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
     history: list[dict[str, Any]] = []
@@ -227,6 +286,13 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
         if saved != config:
             raise CheckpointError(f"{checkpoint_path}: cannot resume, the configuration differs "
                                   f"(saved {saved}, given {config})")
+        saved_split = ckpt.config.get("split") or {"val_size": 0, "val_seed": None, "val_indices_sha256": None}
+        if saved_split.get("val_indices_sha256") != split.get("val_indices_sha256"):
+            raise CheckpointError(f"{checkpoint_path}: cannot resume, the data split differs "
+                                  f"(saved {saved_split}, given {split})")
+        if ckpt.config.get("selection", "test") != selection:
+            raise CheckpointError(f"{checkpoint_path}: cannot resume, it was selected on "
+                                  f"{ckpt.config.get('selection', 'test')!r}, not {selection!r}")
         ts = ckpt.training_state
         model.load_state_dict(ckpt.state_dict)
         optimizer.load_state_dict(ts["optimizer"])
@@ -236,7 +302,7 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
             regularizer.load_state_dict(ts["regularizer"])
         start_epoch, history, stopped_by, best = ts["epoch"], list(ts["history"]), ts["stopped_by"], ts["best"]
         if stopped_by is not None:
-            return TrainResult(history, stopped_by, best["epoch"])
+            return TrainResult(history, stopped_by, best["epoch"], selection, split, best_metric)
 
     steps_per_epoch = -(-data.train_x.shape[0] // config.batch_size)
     model.train()
@@ -260,24 +326,32 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
             total_loss += loss.item() * yb.shape[0]
             seen += yb.shape[0]
         train_seconds = time.perf_counter() - t0
-        test = evaluate(model, data.test_x, data.test_y, config.eval_batch_size)
-        row: dict[str, Any] = {"epoch": epoch, "train_loss": total_loss / seen,
-                               "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-                               "epoch_seconds": train_seconds}
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": total_loss / seen}
+        if has_val:
+            val = evaluate(model, data.val_x, data.val_y, config.eval_batch_size)
+            row.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+        if selection == "test":          # only under the explicit option: marked below
+            test = evaluate(model, data.test_x, data.test_y, config.eval_batch_size)
+            row.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+        row["epoch_seconds"] = train_seconds
+        row["selection"] = selection
         if regularizer is not None:
             row.update(regularizer.epoch_metrics(model))
         history.append(row)
         if progress:
+            shown = ("epoch", "train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "epoch_seconds")
             extra = "".join(f" {k}={v:.6g}" for k, v in row.items()
-                            if k not in ("epoch", "train_loss", "test_loss", "test_accuracy", "epoch_seconds")
-                            and isinstance(v, (int, float)))
-            tqdm.write(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  test acc {100 * row['test_accuracy']:.2f} %"
+                            if k not in shown and isinstance(v, (int, float)))
+            accs = "".join(f"  {name} acc {100 * row[key]:.2f} %" for name, key in
+                           (("val", "val_accuracy"), ("test", "test_accuracy")) if key in row)
+            tqdm.write(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}{accs}"
                        f"  ({train_seconds:.1f} s){extra}")
         for rule in stop_rules:
             reason = rule.triggered(row)
             if reason is not None:
                 stopped_by = reason
-        ckpt_config = {"train": config.to_dict(), **_reg_config(regularizer)}
+        ckpt_config = {"train": config.to_dict(), **_reg_config(regularizer), "split": split,
+                       "selection": selection, "best_metric": best_metric}
         value = row.get(best_metric)
         if value is not None and (best["value"] is None or value > best["value"]):
             best = {"epoch": epoch, "value": value}
@@ -295,7 +369,7 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
             if progress:
                 tqdm.write(f"stopping: {stopped_by}")
             break
-    return TrainResult(history, stopped_by, best["epoch"])
+    return TrainResult(history, stopped_by, best["epoch"], selection, split, best_metric)
 
 
 def _reg_config(regularizer) -> dict[str, Any]:

@@ -33,8 +33,14 @@ def test_training_learns_and_returns_metrics(small_mnist):
     model = make_model(CFG)
     res = train(model, small_mnist, CFG, progress=False)
     assert [r["epoch"] for r in res.history] == [1, 2, 3]
-    assert res.final["test_accuracy"] > 0.8          # chance is 0.1; 2,048 images, 3 epochs
-    assert {"train_loss", "test_loss", "test_accuracy", "epoch_seconds"} <= set(res.final)
+    assert res.final["val_accuracy"] > 0.8          # chance is 0.1; 2,048 images, 3 epochs
+    assert {"train_loss", "val_loss", "val_accuracy", "epoch_seconds"} <= set(res.final)
+    # the test set is not evaluated per epoch; the rows and the result are marked "validation"
+    assert not any(k.startswith("test_") for r in res.history for k in r)
+    assert all(r["selection"] == "validation" for r in res.history) and res.selection == "validation"
+    assert res.split == small_mnist.split and res.split["val_indices_sha256"]
+    assert res.best_metric == "val_accuracy"
+    assert res.best_epoch == max(res.history, key=lambda r: r["val_accuracy"])["epoch"]
 
 
 def test_seeded_runs_are_reproducible(small_mnist):
@@ -93,12 +99,14 @@ def test_resume_refuses_a_different_configuration(small_mnist, tmp_path):
 
 def test_stop_rule_and_best_checkpoint(small_mnist, tmp_path):
     cfg = TrainConfig(epochs=3, seed=0)
-    rule = StopRule(epoch=1, metric="test_accuracy", minimum=0.999)
+    rule = StopRule(epoch=1, metric="val_accuracy", minimum=0.999)
     best = tmp_path / "best.pt"
     res = train(make_model(cfg), small_mnist, cfg, stop_rules=[rule], best_path=best, progress=False)
-    assert len(res.history) == 1 and "test_accuracy=" in res.stopped_by and "< 0.999" in res.stopped_by
+    assert len(res.history) == 1 and "val_accuracy=" in res.stopped_by and "< 0.999" in res.stopped_by
     ck = load_checkpoint(best)
     assert ck.metrics["epoch"] == 1 and ck.config["train"]["seed"] == 0
+    assert ck.config["split"] == small_mnist.split and ck.config["selection"] == "validation"
+    assert ck.metrics["selection"] == "validation"
 
 
 def test_uniform_init_range():
@@ -128,3 +136,98 @@ def test_composite_regularizer_applies_parts_in_order_and_round_trips(small_mnis
     assert [p.c for p in other.parts] == [1e-3, 2e-3] and [p.calls for p in other.parts] == [1, 1]
     with pytest.raises(ValueError, match="2 parts, expected 1"):
         CompositeRegularizer(AddConstantGrad()).load_state_dict(comp.state_dict())
+
+
+# --- the protocol (PROTOCOL.md): selection on validation, test only under select_on="test" ----
+
+VAL_SCRIPT = [0.50, 0.90, 0.70]     # per-epoch validation accuracy: best epoch 2
+TEST_SCRIPT = [0.95, 0.60, 0.80]    # per-epoch test accuracy: best epoch 1
+
+
+def _scripted_evaluate(data, calls):
+    """A stand-in for training.evaluate: scripted accuracies, recording which split it was given."""
+    def fake(model, x, y, batch_size=5000):
+        which = "val" if x is data.val_x else "test" if x is data.test_x else "other"
+        calls.append(which)
+        k = sum(1 for c in calls if c == which) - 1
+        acc = (VAL_SCRIPT if which == "val" else TEST_SCRIPT)[k]
+        return {"accuracy": acc, "loss": 1 - acc}
+    return fake
+
+
+def _tiny(small_mnist):
+    from metaq_utils.data import MNISTTensors
+    return MNISTTensors(small_mnist.train_x[:128], small_mnist.train_y[:128], small_mnist.test_x[:50],
+                        small_mnist.test_y[:50], small_mnist.val_x[:50], small_mnist.val_y[:50], small_mnist.split)
+
+
+def test_best_epoch_follows_validation_not_test(small_mnist, tmp_path, monkeypatch):
+    import metaq_utils.training as T
+    data, calls = _tiny(small_mnist), []
+    monkeypatch.setattr(T, "evaluate", _scripted_evaluate(data, calls))
+    cfg = TrainConfig(epochs=3, seed=0, augment=False)
+    best = tmp_path / "best.pt"
+    res = train(make_model(cfg), data, cfg, best_path=best, progress=False)
+    assert calls == ["val"] * 3                          # the test set is never evaluated
+    assert res.best_epoch == 2 and res.selection == "validation"
+    assert [r["val_accuracy"] for r in res.history] == VAL_SCRIPT
+    ck = load_checkpoint(best)
+    assert ck.metrics["epoch"] == 2 and ck.metrics["selection"] == "validation"
+    assert ck.config["selection"] == "validation" and ck.config["best_metric"] == "val_accuracy"
+    assert ck.config["split"]["val_indices_sha256"] == small_mnist.split["val_indices_sha256"]
+
+
+def test_select_on_test_is_explicit_and_marks_everything(small_mnist, tmp_path, monkeypatch):
+    import metaq_utils.training as T
+    data, calls = _tiny(small_mnist), []
+    monkeypatch.setattr(T, "evaluate", _scripted_evaluate(data, calls))
+    cfg = TrainConfig(epochs=3, seed=0, augment=False)
+    best, last = tmp_path / "best.pt", tmp_path / "last.pt"
+    res = train(make_model(cfg), data, cfg, best_path=best, checkpoint_path=last, select_on="test", progress=False)
+    assert calls == ["val", "test"] * 3
+    assert res.best_epoch == 1 and res.selection == "test" and res.best_metric == "test_accuracy"
+    assert all(r["selection"] == "test" for r in res.history)
+    assert [r["test_accuracy"] for r in res.history] == TEST_SCRIPT
+    for path in (best, last):
+        ck = load_checkpoint(path)
+        assert ck.config["selection"] == "test" and ck.metrics["selection"] == "test"
+    assert load_checkpoint(best).metrics["epoch"] == 1
+    # resuming a test-selected run as a validation-selected one is refused
+    with pytest.raises(ValueError, match="selected on 'test'"):
+        train(make_model(cfg), data, cfg, checkpoint_path=last, resume=True, progress=False)
+
+
+def test_test_metrics_refused_without_select_on_test(small_mnist):
+    cfg = TrainConfig(epochs=1)
+    with pytest.raises(ValueError, match="test-set metric.*select_on='test'"):
+        train(make_model(cfg), small_mnist, cfg, best_metric="test_accuracy", progress=False)
+    with pytest.raises(ValueError, match="test-set metric"):
+        train(make_model(cfg), small_mnist, cfg, stop_rules=[StopRule(1, "test_accuracy", 0.9)], progress=False)
+    with pytest.raises(ValueError, match="select_on must be one of"):
+        train(make_model(cfg), small_mnist, cfg, select_on="train", progress=False)
+
+
+def test_no_validation_split_cannot_select(small_mnist, tmp_path):
+    from metaq_utils.data import MNISTTensors
+    data = MNISTTensors(small_mnist.train_x[:64], small_mnist.train_y[:64], small_mnist.test_x[:50], small_mnist.test_y[:50])
+    cfg = TrainConfig(epochs=1, seed=0)
+    with pytest.raises(ValueError, match="no validation split"):
+        train(make_model(cfg), data, cfg, best_path=tmp_path / "b.pt", progress=False)
+    with pytest.warns(UserWarning, match="no validation split"):
+        res = train(make_model(cfg), data, cfg, progress=False)
+    assert res.best_epoch is None and "val_accuracy" not in res.final and "test_accuracy" not in res.final
+    # legacy, explicitly test-selected
+    res = train(make_model(cfg), data, cfg, best_path=tmp_path / "b.pt", select_on="test", progress=False)
+    assert res.best_epoch == 1 and res.selection == "test" and res.split["val_size"] == 0
+
+
+def test_resume_refuses_a_different_split(small_mnist, tmp_path):
+    from metaq_utils.data import MNISTTensors
+    ck = tmp_path / "last.pt"
+    cfg = TrainConfig(epochs=1, seed=0)
+    data = _tiny(small_mnist)
+    train(make_model(cfg), data, cfg, checkpoint_path=ck, progress=False)
+    other = MNISTTensors(data.train_x, data.train_y, data.test_x, data.test_y, data.val_x, data.val_y,
+                         dict(data.split, val_indices_sha256="0" * 64))
+    with pytest.raises(ValueError, match="data split differs"):
+        train(make_model(cfg), other, cfg, checkpoint_path=ck, resume=True, progress=False)

@@ -276,7 +276,7 @@ class ANA(BaselineMethod):
         hard0 = harden(model, arch)
         history.append({"stage": "hard_at_start", "accuracy": self._accuracy(hard0)})
         epochs = self.anneal(model, arch, schedule)
-        history.append({"stage": "anneal", "accuracy": epochs[-1]["test_accuracy"], "epochs": epochs})
+        history.append({"stage": "anneal", "accuracy": self._accuracy(model), "epochs": epochs})
         harden_copy = harden(model, arch)
         history.append({"stage": "harden", "accuracy": self._accuracy(harden_copy)})
         if c.biases == "kmeans":

@@ -298,7 +298,7 @@ class LCMix(BaselineMethod):
             delta = self.c_step(model, lam, mu)
             lam = self.multiplier_step(model, mu, delta, lam)
             dist = sum(float(((p.detach() - delta[n]) ** 2).sum()) for n, p in self._weights(model).items())
-            history.append({"stage": "lc_step", "step": k, "mu": mu, "accuracy_w": epochs[-1]["test_accuracy"],
+            history.append({"stage": "lc_step", "step": k, "mu": mu, "accuracy_w": self._accuracy(model),
                             "accuracy": self._accuracy(self.compressed_model(model, delta)), "sq_distance": dist})
         final = self.compressed_model(model, delta)
         ranks = {n: numerical_rank(delta[n]) for n, comp in self.compressions.items() if isinstance(comp, LowRank)}
