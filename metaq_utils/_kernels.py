@@ -368,3 +368,185 @@ def adjacent_pass(w, v, delta, k_out):  # pragma: no cover - compiled
         left[k] += 1.0 - t
         right[k + 1] += t
     return left + right, -1
+
+
+# ----------------------------------------------------------------------------- reference rules
+# The dual solve exactly as the reference implementation runs it during training (public
+# repository cardiaa/METaQ, commit ebd4355, the thesis-era code): ``utils/knapsack.py``
+# (breakpoints, bracketing, multipliers) and ``utils/optimization.py`` (FISTA). The readable
+# formulation and the line-by-line citations are in :mod:`metaq_utils.reference`; the NumPy
+# transcription that these kernels are tested against is in ``tests/test_reference.py``.
+# ξ, t, the supergradient and the multipliers are float32, as in the reference.
+
+
+
+
+@njit(cache=True, nogil=True)
+def reference_pass(w, v, k_out):  # pragma: no cover - compiled
+    """The O(n) pass of the reference rules on the left-edge grid ``v`` (float64 copy of float32).
+
+    ``k_out[i]``: the interval k ∈ [0, C − 2] with v_k < w_i ≤ v_{k+1} (k = 0 for w_i = v_0), which
+    is the bracketing rule of ``knapsack.py`` 38–53 (``searchsorted`` left, clamped); C − 1 for
+    w_i > v_{C−1} and C for w_i < v_0 (``knapsack.py`` 42–43, 55–61). Returns ``(N, S, bad)``:
+    N (length C + 1) counts the weights of each code, S (length C − 1) sums w_i − v_k over the
+    weights of interval k (float64), ``bad`` is the first NaN/inf weight (−1 if none).
+    """
+    n = w.shape[0]
+    C = v.shape[0]
+    lo = v[0]
+    hi = v[C - 1]
+    inv = (C - 1) / (hi - lo)
+    ok = True
+    for i in range(n):
+        x = np.float64(w[i])
+        ok &= (x - x) == 0.0
+    if not ok:
+        for i in range(n):
+            if not math.isfinite(w[i]):
+                return np.zeros(0), np.zeros(0), i
+    N = np.zeros(C + 1)
+    S = np.zeros(C - 1)
+    for i in range(n):
+        x = np.float64(w[i])
+        if x > hi:
+            k = C - 1
+        elif x < lo:
+            k = C
+        else:
+            k = min(max(int((x - lo) * inv), 0), C - 2)
+            while k < C - 2 and x > v[k + 1]:
+                k += 1
+            while k > 0 and x <= v[k]:
+                k -= 1
+            S[k] += x - v[k]
+        k_out[i] = k
+        N[k] += 1.0
+    return N, S, -1
+
+
+@njit(cache=True, nogil=True)
+def reference_breakpoints(xi, v32, bp):  # pragma: no cover - compiled
+    """The breakpoints of ``knapsack.py`` 18–32: from b = 0, the next breakpoint is the *first*
+    index of the minimum chord slope (ξ_j − ξ_b)/(v_j − v_b), j > b (``torch.argmin``: equal slopes
+    go to the first index, so collinear points — all points of a flat ξ — are kept). float32
+    arithmetic. Fills bp[0..nb−1] (ascending, bp[0] = 0, bp[nb−1] = C − 1) and returns nb."""
+    C = xi.shape[0]
+    bp[0] = 0
+    nb = 1
+    b = 0
+    while True:
+        best = b + 1
+        best_s = np.float32(np.inf)
+        first = True
+        xb = xi[b]
+        vb = v32[b]
+        for j in range(b + 1, C):
+            s = np.float32(xi[j] - xb) / np.float32(v32[j] - vb)
+            if first or s < best_s:
+                best_s = s
+                best = j
+                first = False
+        b = best
+        if b != C - 1:
+            bp[nb] = b
+            nb += 1
+        if b + 1 > C - 1:
+            break
+    bp[nb] = C - 1
+    return nb + 1
+
+
+@njit(cache=True, nogil=True)
+def reference_evaluate(xi, v32, v, N, S, c_hi, bp, g, table, xm):  # pragma: no cover - compiled
+    """One call of ``knapsack_specialized`` plus the c-part of ``optimization.py`` 31–45, from the
+    aggregates of :func:`reference_pass`, in O(C · breakpoints).
+
+    Fills ``g`` (float32: Σ_i x*_i − c*, line 39), ``table`` (the multiplier of every code:
+    entries 0..C − 2 the chord slope (ξ_r − ξ_l)/(v_r − v_l) of the segment holding interval k,
+    line 81; entry C − 1 ξ_{C−1}/v_{C−1}, entry C zero, lines 82–86; float32 values) and ``xm``
+    (Σ_i x*_i). Returns ``(φ, nb)``: the dual value φ = Σ c* log2 c* − Σ ξ c* + Σ ξ·Σx* (lines
+    42–45, computed in float64) and the number of breakpoints.
+    """
+    C = xi.shape[0]
+    nb = reference_breakpoints(xi, v32, bp)
+    for b in range(C):
+        xm[b] = 0.0
+    for s in range(nb - 1):
+        a = bp[s]
+        b = bp[s + 1]
+        width = v[b] - v[a]
+        n_seg = 0.0
+        d_seg = 0.0
+        for k in range(a, b):
+            n_seg += N[k]
+            d_seg += S[k] + N[k] * (v[k] - v[a])
+        to_b = d_seg / width            # Σ_i (w_i − v_a)/(v_b − v_a): the mass sent to v_b
+        xm[a] += n_seg - to_b
+        xm[b] += to_b
+        slope = np.float32(xi[b] - xi[a]) / np.float32(v32[b] - v32[a])
+        for k in range(a, b):
+            table[k] = slope
+    xm[C - 1] += N[C - 1]               # w > v_{C−1}: one-hot on the last bucket
+    xm[0] += N[C]                       # w < v_0: one-hot on the first bucket
+    table[C - 1] = np.float32(xi[C - 1]) / v32[C - 1]
+    table[C] = 0.0
+    ln2 = np.float32(LN2)
+    one = np.float32(1.0)
+    phi = 0.0
+    for b in range(C):
+        c = np.float32(math.exp(np.float32(ln2 * xi[b]) - one))   # line 35
+        if c > c_hi:                                              # line 36: clamp to [0, n]
+            c = np.float32(c_hi)
+        g[b] = np.float32(xm[b]) - c                              # line 39
+        cd = np.float64(c)
+        if cd > 0.0:
+            phi += cd * math.log(cd) * INV_LN2
+        phi += (xm[b] - cd) * np.float64(xi[b])
+    return phi, nb
+
+
+@njit(cache=True, nogil=True)
+def reference_fista(xi, v32, v, N, S, c_hi, iterations, inv_zeta, sort_xi, bp, g, table, xm,
+                    xi_prev, history):  # pragma: no cover - compiled
+    """``FISTA`` of ``optimization.py`` 5–62 on float32 ξ (updated in place): the oracle at the
+    current iterate ξ_k (line 31), t_prev = 1 (27), y = ξ + ((t_prev − 1)/t)(ξ − ξ_prev) (48–49),
+    ξ ← y + g/ζ (52), ξ_prev ← ξ (55), ξ re-sorted (59–60). On return ξ is the *last* iterate and
+    ``table``/``g``/``xm`` come from the last oracle evaluation (line 62); ``history[k]`` is φ at
+    the k-th evaluated point. Returns ``(φ_last, nb_last)``."""
+    C = xi.shape[0]
+    for b in range(C):
+        xi_prev[b] = xi[b]
+    one = np.float32(1.0)
+    four = np.float32(4.0)
+    two = np.float32(2.0)
+    t_prev = one
+    phi = 0.0
+    nb = 0
+    for it in range(iterations):
+        phi, nb = reference_evaluate(xi, v32, v, N, S, c_hi, bp, g, table, xm)
+        history[it] = phi
+        t = (one + np.float32(math.sqrt(np.float32(one + four * t_prev * t_prev)))) / two
+        coef = (t_prev - one) / t
+        for b in range(C):
+            y = xi[b] + coef * (xi[b] - xi_prev[b])
+            xi_prev[b] = xi[b]
+            xi[b] = y + inv_zeta * g[b]
+        if sort_xi:
+            xi.sort()
+        t_prev = t
+    return phi, nb
+
+
+@njit(cache=True, nogil=True)
+def reference_step(w, v32, v, k_out, xi, c_hi, iterations, inv_zeta, sort_xi, scale, out, table,
+                   bp, g, xm, xi_prev, history):  # pragma: no cover - compiled
+    """One training step under the reference rules, fused: :func:`reference_pass`,
+    :func:`reference_fista`, then ``out = scale·β`` in ``out``'s dtype (``trainer.py`` 86).
+    Returns ``(bad, φ_last, nb_last)``; ``bad`` ≥ 0 names a NaN/inf weight (nothing else done)."""
+    N, S, bad = reference_pass(w, v, k_out)
+    if bad >= 0:
+        return bad, 0.0, 0
+    phi, nb = reference_fista(xi, v32, v, N, S, c_hi, iterations, inv_zeta, sort_xi, bp, g, table,
+                              xm, xi_prev, history)
+    gather_scaled(table, k_out, scale, out)
+    return -1, phi, nb
