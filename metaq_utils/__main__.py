@@ -7,7 +7,7 @@
   compress CKPT             quantize and write a compressed model file
   decompress FILE           compressed file → plain state_dict file (torch.save)
   evaluate PATH             a checkpoint or a compressed file → accuracy, size, ratio (--json)
-  batch FILE                run notebooks with parameter sets through papermill into runs/
+  batch FILE                run notebooks with parameter sets (papermill, on Dask) into runs/
 """
 from __future__ import annotations
 
@@ -135,42 +135,45 @@ def _cmd_pipeline(args) -> int:
 def _cmd_quantize(args) -> int:
     from .checkpoints import AFTER_DIR, load_checkpoint, save_checkpoint
     from .data import load_mnist
-    from .grid import Grid
     from .pipeline import default_cq_values
     from .ptq import quantize_model, select_point, sweep_cq
+    from .quant_range import posttraining_range
     from .quantization import entropy_bits
     from .training import evaluate
     ck = load_checkpoint(args.checkpoint)
+    rng = posttraining_range(ck, w0=args.w0, r=args.r)
+    print(rng.describe())
     model = ck.build_model()
     data = load_mnist(args.root, verbose=False)
     if args.cq is None:
         unq = evaluate(model, data.test_x, data.test_y)["accuracy"]
-        pts = sweep_cq(model, data.test_x, data.test_y, default_cq_values(args.max_cq), w0=args.w0, r=args.r)
+        pts = sweep_cq(model, data.test_x, data.test_y, default_cq_values(args.max_cq), w0=rng.w0, r=rng.r)
         cq = select_point(pts, unq, args.tolerance).C_Q
     else:
         cq = args.cq
-    grid = Grid(args.w0, args.r, cq)
+    grid = rng.grid(cq)
     q, idx = quantize_model(model, grid)
     acc = evaluate(q, data.test_x, data.test_y)["accuracy"]
     out = Path(args.out) if args.out else AFTER_DIR / f"{Path(args.checkpoint).stem}_CQ{cq}.pt"
-    save_checkpoint(out, q, ck.arch, config={**ck.config, "quantized_from": str(args.checkpoint)},
+    save_checkpoint(out, q, ck.arch, config={**ck.config, "quantized_from": str(args.checkpoint),
+                                             "quantization_range": rng.source},
                     metrics={"accuracy": acc, "entropy_bits": entropy_bits(idx), "C_Q": cq},
-                    grid={"w0": grid.w0, "r": grid.r, "C": cq})
+                    grid=grid.to_dict())
     print(f"C_Q = {cq}: test accuracy {100 * acc:.2f} %, entropy {entropy_bits(idx):,.0f} bits → {out}")
     return 0
 
 
 def _cmd_compress(args) -> int:
     from .checkpoints import atomic_write_bytes, load_checkpoint
-    from .grid import Grid
     from .pipeline import compress_model
+    from .quant_range import posttraining_range
     ck = load_checkpoint(args.checkpoint)
-    g = ck.grid or {}
-    cq = args.cq or g.get("C")
+    cq = args.cq or (ck.grid or {}).get("C")
     if cq is None:
         raise SystemExit("compress: the checkpoint has no grid; pass --cq (and --w0/--r)")
-    grid = Grid(args.w0 if args.w0 is not None else g.get("w0", -0.11),
-                args.r if args.r is not None else g.get("r", 1.114), int(cq))
+    rng = posttraining_range(ck, w0=args.w0, r=args.r)
+    print(rng.describe())
+    grid = rng.grid(int(cq))
     data = compress_model(ck.build_model(), ck.arch, grid, args.codec)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(f".{args.codec}.mtq")
     atomic_write_bytes(out, data)
@@ -213,8 +216,19 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_batch(args) -> int:
+    import signal
+
     from .batch import format_summary, run_batch
-    rows = run_batch(args.file, args.runs_dir, kernel_name=args.kernel, dry_run=args.dry_run)
+
+    def _terminate(signum, frame):   # SIGTERM stops a batch like Ctrl-C: finished runs are kept
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        rows = run_batch(args.file, args.runs_dir, kernel_name=args.kernel, dry_run=args.dry_run,
+                         scheduler=args.scheduler, n_workers=args.workers)
+    except KeyboardInterrupt as e:
+        print(f"\ninterrupted: {e or 'run the same command again to resume'}", file=sys.stderr)
+        return 130
     print()
     print(format_summary(rows))
     return 0 if all(r.get("status", "ok") == "ok" for r in rows) else 1
@@ -249,8 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantize", help="post-training quantization of a checkpoint")
     q.add_argument("checkpoint")
     q.add_argument("--cq", type=int, default=None, help="buckets; omit to sweep and select")
-    q.add_argument("--w0", type=float, default=-0.11)
-    q.add_argument("--r", type=float, default=1.114)
+    q.add_argument("--w0", type=float, default=None, help="override the range centre (default: the checkpoint's "
+                   "training grid; the thesis range only for a checkpoint without one, i.e. plain training)")
+    q.add_argument("--r", type=float, default=None, help="override the range half-width (default as --w0)")
     q.add_argument("--max-cq", type=int, default=1024)
     q.add_argument("--tolerance", type=float, default=0.001)
     q.add_argument("--out", default=None)
@@ -259,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compress", help="quantize a checkpoint and write a compressed model file")
     c.add_argument("checkpoint")
     c.add_argument("--cq", type=int, default=None, help="buckets (default: the checkpoint's grid)")
-    c.add_argument("--w0", type=float, default=None)
-    c.add_argument("--r", type=float, default=None)
+    c.add_argument("--w0", type=float, default=None, help="override the range centre (default as for quantize)")
+    c.add_argument("--r", type=float, default=None, help="override the range half-width (default as for quantize)")
     c.add_argument("--codec", default="range", choices=["huffman", "range", "gzip9", "zstd22", "raw"])
     c.add_argument("--out", default=None)
     c.set_defaults(func=_cmd_compress)
@@ -274,11 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("path")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_evaluate)
-    b = sub.add_parser("batch", help="run notebooks with parameter sets (papermill) into runs/")
+    b = sub.add_parser("batch", help="run notebooks with parameter sets (papermill, on Dask) into runs/; "
+                       "resumes an earlier run of the same batch")
     b.add_argument("file", help="batch file (JSON), see metaq_utils/batch.py")
     b.add_argument("--runs-dir", default="runs")
     b.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's)")
-    b.add_argument("--dry-run", action="store_true", help="list the runs without executing them")
+    b.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) without executing them")
+    b.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run on this existing Dask cluster (default: a local cluster started for the batch)")
+    b.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the local cluster, one thread each (default: one per core)")
     b.set_defaults(func=_cmd_batch)
     return p
 

@@ -9,7 +9,8 @@ A checkpoint is a plain dict saved with ``torch.save`` (loadable with ``weights_
 ``content_hash``          sha256 of arch + every tensor's name, dtype, shape and bytes
 ``config``                hyper-parameters (JSON-like), e.g. the training configuration
 ``metrics``               JSON-like metrics (accuracy, entropy, ...)
-``grid``                  ``{"w0", "r", "C"}`` when a bucket grid is relevant, else None
+``grid``                  ``{"w0", "r", "C"}`` (:meth:`Grid.to_dict`) when a bucket grid is relevant
+                          (the training grid, or the quantization grid), else None; validated
 ``versions``, ``commit``  library versions and the project's git commit
 ``training_state``        optional: optimizer, RNG states, epoch, regularizer, history
 ========================  ==========================================================
@@ -33,6 +34,7 @@ from typing import Any, Mapping
 import torch
 
 from .atomic import atomic_write_bytes
+from .grid import Grid
 from .networks import build_model, count_parameters
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "state_hash",
@@ -97,6 +99,11 @@ class Checkpoint:
     commit: str | None = None
     training_state: dict[str, Any] | None = None
 
+    @property
+    def grid_value(self) -> Grid | None:
+        """``grid`` as a :class:`Grid` (None when the checkpoint has none, e.g. plain training)."""
+        return None if self.grid is None else Grid.from_dict(self.grid)
+
     def build_model(self) -> torch.nn.Module:
         """Rebuild the architecture and load the verified weights into it."""
         model = build_model(self.arch)
@@ -106,12 +113,13 @@ class Checkpoint:
 
 def save_checkpoint(path: str | os.PathLike, model_or_state: torch.nn.Module | Mapping[str, torch.Tensor],
                     arch: str, *, config: Mapping[str, Any] | None = None,
-                    metrics: Mapping[str, Any] | None = None, grid: Mapping[str, Any] | None = None,
+                    metrics: Mapping[str, Any] | None = None, grid: Grid | Mapping[str, Any] | None = None,
                     training_state: Mapping[str, Any] | None = None) -> Path:
     """Save a verified checkpoint atomically and return its path.
 
-    The state dict is checked against ``arch`` (names, shapes, parameter count) before anything
-    is written, so a mismatched checkpoint is never produced.
+    The state dict is checked against ``arch`` (names, shapes, parameter count) and ``grid`` (a
+    :class:`Grid` or its dict) is validated before anything is written, so a mismatched
+    checkpoint is never produced.
     """
     state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
     state = {k: v.detach().cpu().clone() for k, v in state.items()}
@@ -120,12 +128,17 @@ def save_checkpoint(path: str | os.PathLike, model_or_state: torch.nn.Module | M
             raise CheckpointError(f"refusing to save: tensor {k!r} contains NaN or inf")
     reference = build_model(arch)
     _check_matches(arch, reference, state, where="refusing to save")
+    if grid is not None:
+        try:
+            grid = (grid if isinstance(grid, Grid) else Grid.from_dict(grid)).to_dict()
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"refusing to save: invalid grid {grid!r} ({e})") from None
     payload = {
         "format": FORMAT, "version": VERSION, "arch": arch,
         "n_params": count_parameters(reference), "state_dict": state,
         "content_hash": state_hash(arch, state),
         "config": _plain(config or {}), "metrics": _plain(metrics or {}),
-        "grid": _plain(grid) if grid is not None else None,
+        "grid": grid,
         "versions": library_versions(), "commit": project_commit(),
         "training_state": dict(training_state) if training_state is not None else None,
     }
@@ -193,7 +206,13 @@ def load_checkpoint(path: str | os.PathLike, *, expected_arch: str | None = None
     if digest != raw["content_hash"]:
         raise CheckpointError(f"{path}: content hash mismatch (stored {raw['content_hash'][:12]}…, "
                               f"computed {digest[:12]}…): the weights are corrupted")
+    grid = raw.get("grid")
+    if grid is not None:
+        try:
+            grid = Grid.from_dict(grid).to_dict()
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: invalid grid {grid!r} ({e})") from None
     return Checkpoint(path=path, arch=arch, n_params=n, state_dict=state, content_hash=digest,
                       config=raw.get("config") or {}, metrics=raw.get("metrics") or {},
-                      grid=raw.get("grid"), versions=raw.get("versions") or {}, commit=raw.get("commit"),
+                      grid=grid, versions=raw.get("versions") or {}, commit=raw.get("commit"),
                       training_state=raw.get("training_state"))

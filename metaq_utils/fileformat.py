@@ -62,7 +62,7 @@ import numpy as np
 
 from metaq_utils.atomic import atomic_write_bytes
 from metaq_utils.codecs import ByteReader, CodecError, codec_by_id, encode_varint, get_codec
-from metaq_utils.grid import Grid
+from metaq_utils.grid import Grid, check_finite
 from metaq_utils.quantization import dequantize, nearest_indices, quantize_indices
 
 __all__ = [
@@ -275,12 +275,7 @@ def _grid_values(grid: Grid) -> np.ndarray:
 
 
 def _quantize_group(spec: GroupSpec, flat: np.ndarray, gi: int) -> _Quantized:
-    finite = np.isfinite(flat)
-    if not finite.all():
-        n_nan = int(np.isnan(flat).sum())
-        raise ValueError(
-            f"group {gi}: weights contain {n_nan} NaN and {int(flat.size - finite.sum()) - n_nan} infinite value(s)"
-        )
+    check_finite(flat, f"group {gi}: weights")
     if spec.mode == "float32":
         return _Quantized(_KIND_NONE, b"", None, None, None, flat.copy(), flat)
     cb = spec.codebook

@@ -15,20 +15,37 @@ Two index maps are provided and must not be confused:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Grid", "as_finite_float64"]
+__all__ = ["Grid", "as_finite_float64", "check_finite", "THESIS_GRID_W0", "THESIS_GRID_R", "THESIS_GRID_C", "thesis_grid"]
+
+# The thesis' training range (spec §3): centre w0 = −0.11, half-width r = 1.114, i.e.
+# [−1.224, 1.004], with C = 6 buckets during training. Write these names, not the numbers.
+THESIS_GRID_W0 = -0.11
+THESIS_GRID_R = 1.114
+THESIS_GRID_C = 6
+
+
+def check_finite(a: np.ndarray, name: str = "w") -> None:
+    """ValueError if the array ``a`` holds NaN or ±inf, saying how many of each: the package's one
+    finite-value check (weights, ξ, codebooks)."""
+    finite = np.isfinite(a)
+    if not finite.all():
+        n_nan = int(np.count_nonzero(np.isnan(a)))
+        n_inf = int(np.size(a) - np.count_nonzero(finite)) - n_nan
+        raise ValueError(f"{name} contains NaN or inf ({n_nan + n_inf} non-finite value(s): "
+                         f"{n_nan} NaN and {n_inf} infinite)")
 
 
 def as_finite_float64(a: np.ndarray, name: str = "w") -> np.ndarray:
     """Return ``a`` as a float64 array (no copy if already float64); ValueError on NaN/inf."""
     arr = np.asarray(a, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"{name} contains NaN or inf ({bad} non-finite value(s))")
+    check_finite(arr, name)
     return arr
 
 
@@ -93,11 +110,48 @@ class Grid:
         k = np.searchsorted(self.v, as_finite_float64(w), side="right") - 1
         return np.clip(k, 0, self.C - 2)
 
-    def bucket_of(self, w: np.ndarray) -> np.ndarray:
-        """Quantisation bucket b = floor((w − lo)/Δ), clipped to [0, C−1] (int64)."""
-        u = np.floor((as_finite_float64(w) - self.lo) / self.delta)
-        return np.clip(u, 0, self.C - 1).astype(np.int64)
+    def bucket_of(self, w: np.ndarray, name: str = "w") -> np.ndarray:
+        """Quantisation bucket b = floor((w − lo)/Δ), clipped to [0, C−1] (int64 array, the shape
+        of ``w``; a 0-d array for a scalar). Half-open buckets; ``w < lo`` → 0, ``w ≥ hi`` → C − 1.
+        The package's one bucket map (:func:`metaq_utils.quantization.quantize_indices` is it)."""
+        u = np.floor((as_finite_float64(w, name) - self.lo) / self.delta)
+        return np.asarray(np.clip(u, 0, self.C - 1)).astype(np.int64)  # asarray: keep 0-d arrays arrays
 
     def quantize(self, w: np.ndarray) -> np.ndarray:
         """Replace each weight by the centre of its bucket (float64)."""
         return self.v[self.bucket_of(w)]
+
+    def with_C(self, C: int) -> "Grid":
+        """The same range ``[w0 − r, w0 + r]`` split into ``C`` buckets."""
+        return Grid(self.w0, self.r, C)
+
+    # -- serialisation: the one shape a grid has in checkpoints, configs and JSON ----------------
+    def to_dict(self) -> dict[str, Any]:
+        """``{"w0": float, "r": float, "C": int}`` (JSON-safe; what checkpoints store)."""
+        return {"w0": self.w0, "r": self.r, "C": self.C}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Grid":
+        """The inverse of :meth:`to_dict`, validated: exactly the keys ``w0``, ``r``, ``C``, numbers
+        (not strings or booleans), ``C`` an integer (an integral float such as 6.0 is accepted),
+        and the checks of the constructor (finite, r > 0, C ≥ 2). ``ValueError`` otherwise."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a grid must be a mapping with keys w0, r, C, got {type(d).__name__}")
+        keys = set(d)
+        if keys != {"w0", "r", "C"}:
+            missing, extra = sorted({"w0", "r", "C"} - keys), sorted(map(str, keys - {"w0", "r", "C"}))
+            raise ValueError(f"a grid has exactly the keys w0, r, C (missing {missing}, unexpected {extra})")
+        for k in ("w0", "r", "C"):
+            if isinstance(d[k], (bool, np.bool_)) or not isinstance(d[k], (int, float, np.integer, np.floating)):
+                raise ValueError(f"grid {k} must be a number, got {d[k]!r}")
+        C = d["C"]
+        if not isinstance(C, (int, np.integer)):
+            if not (math.isfinite(C) and float(C).is_integer()):
+                raise ValueError(f"grid C must be an integer, got {C!r}")
+            C = int(C)
+        return cls(float(d["w0"]), float(d["r"]), int(C))
+
+
+def thesis_grid(C: int = THESIS_GRID_C) -> Grid:
+    """The thesis' range ``[−0.11 − 1.114, −0.11 + 1.114]`` with ``C`` buckets (6: the training grid)."""
+    return Grid(THESIS_GRID_W0, THESIS_GRID_R, C)
