@@ -7,7 +7,7 @@
   compress CKPT             quantize and write a compressed model file
   decompress FILE           compressed file → plain state_dict file (torch.save)
   evaluate PATH             a checkpoint or a compressed file → accuracy, size, ratio (--json)
-  batch FILE                run notebooks with parameter sets (papermill, on Dask) into runs/
+  batch FILE                run notebooks with parameter sets through papermill into runs/
 """
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def _cmd_quantize(args) -> int:
     from .checkpoints import AFTER_DIR, load_checkpoint, save_checkpoint
     from .data import load_mnist
     from .pipeline import default_cq_values
-    from .ptq import quantize_model, select_point, sweep_cq
+    from .ptq import check_clean_validation, quantize_model, select_point, sweep_cq
     from .quant_range import posttraining_range
     from .quantization import entropy_bits
     from .training import evaluate
@@ -146,20 +146,30 @@ def _cmd_quantize(args) -> int:
     model = ck.build_model()
     data = load_mnist(args.root, verbose=False)
     if args.cq is None:
-        unq = evaluate(model, data.test_x, data.test_y)["accuracy"]
-        pts = sweep_cq(model, data.test_x, data.test_y, default_cq_values(args.max_cq), w0=rng.w0, r=rng.r)
-        cq = select_point(pts, unq, args.tolerance).C_Q
+        if args.select_on == "validation":
+            check_clean_validation(ck.config, data.split)
+        sx, sy = (data.val_x, data.val_y) if args.select_on == "validation" else (data.test_x, data.test_y)
+        unq = evaluate(model, sx, sy)["accuracy"]
+        pts = sweep_cq(model, sx, sy, default_cq_values(args.max_cq), evaluated_on=args.select_on, w0=rng.w0, r=rng.r)
+        cq = select_point(pts, unq, args.tolerance, select_on=args.select_on).C_Q
     else:
         cq = args.cq
     grid = rng.grid(cq)
     q, idx = quantize_model(model, grid)
-    acc = evaluate(q, data.test_x, data.test_y)["accuracy"]
+    acc = evaluate(q, data.test_x, data.test_y)["accuracy"]       # the test set, once, after selection
+    val_acc = evaluate(q, data.val_x, data.val_y)["accuracy"] if data.has_validation else None
+    # marked "test" if the checkpoint (legacy: no mark) or this C_Q selection used the test set
+    cq_selection = args.select_on if args.cq is None else "given"
+    selection = "test" if "test" in (ck.config.get("selection", "test"), cq_selection) else "validation"
     out = Path(args.out) if args.out else AFTER_DIR / f"{Path(args.checkpoint).stem}_CQ{cq}.pt"
-    save_checkpoint(out, q, ck.arch, config={**ck.config, "quantized_from": str(args.checkpoint),
+    save_checkpoint(out, q, ck.arch, config={**ck.config, "selection": selection, "quantized_from": str(args.checkpoint),
                                              "quantization_range": rng.source},
-                    metrics={"accuracy": acc, "entropy_bits": entropy_bits(idx), "C_Q": cq},
+                    metrics={"accuracy": acc, "test_accuracy": acc, "val_accuracy": val_acc, "selection": selection,
+                             "cq_selection": cq_selection, "entropy_bits": entropy_bits(idx), "C_Q": cq},
                     grid=grid.to_dict())
-    print(f"C_Q = {cq}: test accuracy {100 * acc:.2f} %, entropy {entropy_bits(idx):,.0f} bits → {out}")
+    val_txt = f"validation accuracy {100 * val_acc:.2f} %, " if val_acc is not None else ""
+    print(f"C_Q = {cq} ({cq_selection if args.cq is not None else 'selected on ' + args.select_on}): {val_txt}"
+          f"test accuracy {100 * acc:.2f} %, entropy {entropy_bits(idx):,.0f} bits [selection: {selection}] → {out}")
     return 0
 
 
@@ -216,19 +226,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_batch(args) -> int:
-    import signal
-
     from .batch import format_summary, run_batch
-
-    def _terminate(signum, frame):   # SIGTERM stops a batch like Ctrl-C: finished runs are kept
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        rows = run_batch(args.file, args.runs_dir, kernel_name=args.kernel, dry_run=args.dry_run,
-                         scheduler=args.scheduler, n_workers=args.workers)
-    except KeyboardInterrupt as e:
-        print(f"\ninterrupted: {e or 'run the same command again to resume'}", file=sys.stderr)
-        return 130
+    rows = run_batch(args.file, args.runs_dir, kernel_name=args.kernel, dry_run=args.dry_run)
     print()
     print(format_summary(rows))
     return 0 if all(r.get("status", "ok") == "ok" for r in rows) else 1
@@ -268,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--r", type=float, default=None, help="override the range half-width (default as --w0)")
     q.add_argument("--max-cq", type=int, default=1024)
     q.add_argument("--tolerance", type=float, default=0.001)
+    q.add_argument("--select-on", default="validation", choices=["validation", "test"],
+                   help="split on which C_Q is selected: validation (the protocol; the checkpoint must have been "
+                        "trained with the split held out) or, explicitly, test (the result is marked test-selected)")
     q.add_argument("--out", default=None)
     q.set_defaults(func=_cmd_quantize)
 
@@ -289,16 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("path")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_evaluate)
-    b = sub.add_parser("batch", help="run notebooks with parameter sets (papermill, on Dask) into runs/; "
-                       "resumes an earlier run of the same batch")
+    b = sub.add_parser("batch", help="run notebooks with parameter sets (papermill) into runs/")
     b.add_argument("file", help="batch file (JSON), see metaq_utils/batch.py")
     b.add_argument("--runs-dir", default="runs")
     b.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's)")
-    b.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) without executing them")
-    b.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
-                   help="run on this existing Dask cluster (default: a local cluster started for the batch)")
-    b.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes of the local cluster, one thread each (default: one per core)")
+    b.add_argument("--dry-run", action="store_true", help="list the runs without executing them")
     b.set_defaults(func=_cmd_batch)
     return p
 
