@@ -218,11 +218,13 @@ def evaluate(xi, cum, ln_c_lo, ln_c_hi, d, wt, r, g, c, x_mass):  # pragma: no c
 
 
 @njit(cache=True, nogil=True)
-def fista(xi0, cum, iterations, inv_zeta, sort_xi, ln_c_lo, ln_c_hi, points, history):  # pragma: no cover
+def fista(xi0, cum, iterations, inv_zeta, sort_xi, ln_c_lo, ln_c_hi, points, history,
+          use_last=False, xi_out=None):  # pragma: no cover
     """FISTA (82)–(84) on φ_w, entirely compiled; the same recursion as ``dual.fista``.
 
     Fills ``points[k]`` (σ_k, the k-th evaluated point) and ``history[k]`` (φ_w(σ_k)). Returns
-    (best index, best g, best c*, best Σx*, best hull vertices).
+    (kept index, its g, c*, Σx* and hull vertices): the best evaluated point, or with
+    ``use_last`` the last one. ``xi_out`` (if given) receives the final iterate ξ_{K+1}.
     """
     C = xi0.shape[0]
     d = np.empty(C - 1)
@@ -253,7 +255,7 @@ def fista(xi0, cum, iterations, inv_zeta, sort_xi, ln_c_lo, ln_c_hi, points, his
             sigma.sort()
         val, nv = evaluate(sigma, cum, ln_c_lo, ln_c_hi, d, wt, r, g, c, xm)
         history[k] = val
-        if val > best_val:
+        if use_last or val > best_val:
             best_val = val
             best_k = k
             best_g[:] = g
@@ -267,6 +269,8 @@ def fista(xi0, cum, iterations, inv_zeta, sort_xi, ln_c_lo, ln_c_hi, points, his
         if sort_xi:
             xi.sort()
         t_prev, t = t, 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))  # (82)
+    if xi_out is not None:
+        xi_out[:] = xi
     return best_k, best_g, best_c, best_xm, best_r[:best_nv].copy()
 
 
@@ -307,21 +311,24 @@ def gather_scaled(table, k, scale, out):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def fista_step(w, v0_scaled, inv_delta, v, chunk, k_out, xi0, iterations, inv_zeta, sort_xi,
-               ln_c_lo, ln_c_hi, points, history, scale, out, table):  # pragma: no cover - compiled
+               ln_c_lo, ln_c_hi, points, history, scale, out, table, use_last,
+               xi_out):  # pragma: no cover - compiled
     """One METaQ training step with FISTA, fused: the O(n) pass, the dual solve, β into ``out``.
 
     The composition of :func:`aggregate`, :func:`prefix_sums`, :func:`fista`, :func:`slope_table`
     and :func:`gather_scaled` (``out = scale·β`` in ``out``'s dtype; ``table`` receives the slope
     of every interval, so β_i = table[k_out[i]]). Returns ``(bad, best_k, nv)``: the first
-    non-finite weight (−1 if none; then nothing else is done), the index of the best evaluated
-    point in ``points``/``history`` and the number of its hull vertices.
+    non-finite weight (−1 if none; then nothing else is done), the index of the kept evaluated
+    point in ``points``/``history`` (the best, or the last with ``use_last``) and the number of
+    its hull vertices; ``xi_out`` receives the final iterate ξ_{K+1}.
     """
     C = v.shape[0]
     N, U, bad = aggregate(w, v0_scaled, inv_delta, C, chunk, k_out)
     if bad >= 0:
         return bad, -1, 0
     cum, _ = prefix_sums(N, U, C)
-    best_k, _, _, _, r = fista(xi0, cum, iterations, inv_zeta, sort_xi, ln_c_lo, ln_c_hi, points, history)
+    best_k, _, _, _, r = fista(xi0, cum, iterations, inv_zeta, sort_xi, ln_c_lo, ln_c_hi, points, history,
+                               use_last, xi_out)
     if best_k < 0:
         return -1, -1, 0
     slope_table(points[best_k], r, r.shape[0], v, table)

@@ -54,6 +54,7 @@ __all__ = [
     "PrimalSolution",
     "solve_primal_cvxpy",
     "METHODS",
+    "RETURN_RULES",
 ]
 
 LN2 = math.log(2.0)
@@ -316,12 +317,22 @@ def supergradient(
 # ----------------------------------------------------------------------------- maximisers
 
 
+RETURN_RULES = ("best", "last")
+
+
 @dataclass(frozen=True)
 class DualResult:
-    """A run of a dual maximiser: the best point found and its by-products."""
+    """A run of a dual maximiser: the point it returns and its by-products.
 
-    xi: np.ndarray  # (C,) best ξ found (its value is `value`)
-    value: float  # φ_w(xi), the best dual value found (a lower bound on φ(w))
+    ``xi_return="best"`` (default): ``xi`` is the best evaluated point and ``value``, ``beta``,
+    ``g``, ``c_star`` belong to it. ``xi_return="last"`` (the reference code's rule,
+    ``utils/optimization.py`` 62 at cardiaa/METaQ ebd4355): ``xi`` is the final iterate — the
+    point the next warm-started solve starts from, never evaluated — and ``value``, ``beta``,
+    ``g``, ``c_star`` come from the last evaluated point, ``points[-1]``.
+    """
+
+    xi: np.ndarray  # (C,) the returned ξ (see the class doc)
+    value: float  # φ_w at the kept evaluated point (a lower bound on φ(w))
     history: np.ndarray  # φ_w at the point evaluated in each iteration
     beta: np.ndarray  # (n,) float64 per-weight multipliers (envelope slopes at xi)
     g: np.ndarray  # (C,) supergradient at xi
@@ -347,13 +358,22 @@ class _Best:
 
 
 def _result(oracle: DualOracle, best: _Best, history: list, points: list, method: str,
-            beta_out: np.ndarray | None = None) -> DualResult:
+            beta_out: np.ndarray | None = None, next_xi: np.ndarray | None = None) -> DualResult:
+    """The result for the kept point ``best``; ``next_xi`` (rule "last") is the returned ξ."""
     value, g, c, _, idx = best.ev
     beta = oracle.beta_from(idx, oracle.slopes(best.xi, idx), out=beta_out)
+    xi = best.xi if next_xi is None else next_xi
     return DualResult(
-        best.xi.copy(), float(value), np.asarray(history), beta, g, c, method, len(history),
+        np.array(xi, dtype=np.float64), float(value), np.asarray(history), beta, g, c, method, len(history),
         np.array(points).reshape(len(points), oracle.C),
     )
+
+
+def _check_return(xi_return: str) -> bool:
+    """True for the rule "last"; ValueError for an unknown rule."""
+    if xi_return not in RETURN_RULES:
+        raise ValueError(f"xi_return must be one of {RETURN_RULES}, got {xi_return!r}")
+    return xi_return == "last"
 
 
 def _start(oracle: DualOracle, xi0: np.ndarray, sort_xi: bool) -> np.ndarray:
@@ -371,19 +391,25 @@ def dss(
     step_scale: float = 1.0,
     sort_xi: bool = False,
     beta_out: np.ndarray | None = None,
+    xi_return: str = "best",
 ) -> DualResult:
-    """Deflected/diminishing subgradient step ξ_{k+1} = ξ_k + γ_k g_k, γ_k = step_scale/k (74)–(75)."""
+    """Deflected/diminishing subgradient step ξ_{k+1} = ξ_k + γ_k g_k, γ_k = step_scale/k (74)–(75).
+    ``xi_return``: "best" evaluated point or "last" iterate (see :class:`DualResult`)."""
+    last = _check_return(xi_return)
     xi = _start(oracle, xi0, sort_xi)
     best, history, points = _Best(), [], []
     for k in range(1, iterations + 1):
         ev = oracle._eval(xi)
         history.append(ev[0])
         points.append(xi)
-        best.offer(xi, ev)
+        if last:
+            best.value, best.xi, best.ev = ev[0], xi, ev
+        else:
+            best.offer(xi, ev)
         xi = xi + (step_scale / k) * ev[1]  # (74)–(75)
         if sort_xi:
             xi.sort()
-    return _result(oracle, best, history, points, "dss", beta_out)
+    return _result(oracle, best, history, points, "dss", beta_out, xi if last else None)
 
 
 def fista(
@@ -393,6 +419,7 @@ def fista(
     zeta: float = 1e5,
     sort_xi: bool = False,
     beta_out: np.ndarray | None = None,
+    xi_return: str = "best",
 ) -> DualResult:
     """FISTA (82)–(84) with the supergradient at the extrapolated point; t_0 = t_1 = 1.
 
@@ -402,17 +429,20 @@ def fista(
     evaluated point — and the returned one — is sorted and every β ≥ 0.
     The whole loop runs compiled (:func:`metaq_utils._kernels.fista`), with the same oracle
     kernel as :meth:`DualOracle._eval` (``tests/test_kernels.py`` replays it in Python).
+    ``xi_return``: "best" evaluated point, or "last": the final iterate ξ_{K+1} with β from σ_K.
     """
+    last = _check_return(xi_return)
     xi = _start(oracle, xi0, sort_xi)
     points = np.empty((iterations, oracle.C))
     history = np.empty(iterations)
+    xi_next = np.empty(oracle.C)
     k, g, c, x_mass, idx = _kernels.fista(xi, oracle._cum, iterations, 1.0 / zeta, sort_xi,
-                                          oracle._ln_c_lo, oracle._ln_c_hi, points, history)
+                                          oracle._ln_c_lo, oracle._ln_c_hi, points, history, last, xi_next)
     if k < 0:
         raise FloatingPointError("FISTA: no evaluated point had a finite dual value")
     best = _Best()
     best.offer(points[k], (history[k], g, c, x_mass, idx))
-    return _result(oracle, best, history, points, "fista", beta_out)
+    return _result(oracle, best, history, points, "fista", beta_out, xi_next if last else None)
 
 
 def pbm_thesis(
@@ -423,6 +453,7 @@ def pbm_thesis(
     bundle_size: int = 10,
     sort_xi: bool = False,
     beta_out: np.ndarray | None = None,
+    xi_return: str = "best",
 ) -> DualResult:
     """The thesis' bundle update (86)–(87).
 
@@ -430,7 +461,9 @@ def pbm_thesis(
     whose linearisation φ_j + g_j·(ξ_k − ξ_j) is highest at ξ_k (86) and step
     ξ_{k+1} = ξ_j + g_j/ζ (87). (The reference code also added +ζ/2‖ξ_k − ξ_j‖² to the score and
     clipped ξ to [0.01, n]; neither is in the spec, neither is done here.)
+    ``xi_return``: "best" evaluated point or "last" iterate (see :class:`DualResult`).
     """
+    last = _check_return(xi_return)
     xi = _start(oracle, xi0, sort_xi)
     bundle: deque = deque(maxlen=bundle_size)
     best, history, points = _Best(), [], []
@@ -439,14 +472,17 @@ def pbm_thesis(
         ev = oracle._eval(xi)
         history.append(ev[0])
         points.append(xi)
-        best.offer(xi, ev)
+        if last:
+            best.value, best.xi, best.ev = ev[0], xi, ev
+        else:
+            best.offer(xi, ev)
         bundle.append((xi, ev[0], ev[1]))
         scores = [f_j + g_j @ (xi - xi_j) for xi_j, f_j, g_j in bundle]  # (86)
         xi_j, _, g_j = bundle[int(np.argmax(scores))]
         xi = xi_j + inv_zeta * g_j  # (87)
         if sort_xi:
             xi.sort()
-    return _result(oracle, best, history, points, "pbm_thesis", beta_out)
+    return _result(oracle, best, history, points, "pbm_thesis", beta_out, xi if last else None)
 
 
 def simplex_qp(Q: np.ndarray, q: np.ndarray, max_iter: int = 500) -> np.ndarray:
@@ -585,6 +621,7 @@ def solve_dual(
     step_scale: float = 1.0,
     oracle: DualOracle | None = None,
     beta_out: np.ndarray | None = None,
+    xi_return: str = "best",
 ) -> DualResult:
     """Maximise φ_w(ξ) (17) from the warm start ξ0 (default: c* = n/C) — the training hot path.
 
@@ -605,12 +642,15 @@ def solve_dual(
         oracle = DualOracle(w, grid, c_lo, c_hi)
     if xi0 is None:
         xi0 = default_xi0(oracle.n, oracle.C)
+    _check_return(xi_return)
     if method == "fista":
-        return fista(oracle, xi0, iterations, zeta, sort_xi, beta_out)
+        return fista(oracle, xi0, iterations, zeta, sort_xi, beta_out, xi_return)
     if method == "dss":
-        return dss(oracle, xi0, iterations, step_scale, sort_xi, beta_out)
+        return dss(oracle, xi0, iterations, step_scale, sort_xi, beta_out, xi_return)
     if method == "pbm_thesis":
-        return pbm_thesis(oracle, xi0, iterations, zeta, bundle_size, sort_xi, beta_out)
+        return pbm_thesis(oracle, xi0, iterations, zeta, bundle_size, sort_xi, beta_out, xi_return)
+    if xi_return != "best":
+        raise ValueError("the proximal bundle method returns its best point: use xi_return='best'")
     return proximal_bundle(oracle, xi0, iterations, zeta, bundle_size, m, sort_xi, beta_out=beta_out)
 
 

@@ -10,31 +10,49 @@ to every parameter's gradient, where β are the optimal multipliers of constrain
 from a warm-started solve of the Lagrangian dual (17) on the current weights (spec §2.4), and the
 sign ``s`` and the way β is obtained depend on the *variant*:
 
-============  ================================================================================
-variant       what is added
-============  ================================================================================
-``thesis``    ``+λ(1−α)β``: minimise φ as (8)–(9) are written (spec §4.1: this *raises* entropy)
-``flipped``   ``−λ(1−α)β``: maximise φ, i.e. minimise ``n·H`` if φ tracked ``Σ c log c``
-``sorted``    ``+λ(1−α)β`` with ξ re-sorted ascending after every dual step (the reference
-              code's behaviour: the envelope becomes non-decreasing, so β ≥ 0)
+=================  ===========================================================================
+variant            what is added
+=================  ===========================================================================
+``reference``      ``+λ(1−α)β`` (``head_sign=True``: ``−λ(1−α)β``) and ``+λα·w``, β from the dual
+                   solve exactly as the reference implementation runs it (cardiaa/METaQ
+                   ``ebd4355``): left-edge grid, ξ sorted-uniform in [0, 1] at the start, FISTA
+                   with the supergradient at ξ_k, ξ re-sorted every step, the last iterate
+                   returned, weights above v_{C−1} get ξ_{C−1}/v_{C−1}, below v_0 get 0, float32
+                   — every rule with its file and line in :mod:`metaq_utils.reference`
+``thesis``         ``+λ(1−α)β``: minimise φ as (8)–(9) are written (spec §4.1: this *raises*
+                   entropy), with the thesis text's rules (bucket-centre grid, FISTA (82)–(84)
+                   with the supergradient at the extrapolated point, c ∈ [0.01, n]) and, where
+                   the text is silent, the reference's: ξ starts sorted-uniform in [0, 1], the
+                   last iterate is returned
+``flipped``        as ``thesis`` with ``−λ(1−α)β``: maximise φ
+``sorted``         as ``thesis`` with ξ re-sorted ascending after every dual step (the envelope
+                   becomes non-decreasing, so β ≥ 0)
+``constant_best``  as ``thesis`` with *our former solver rules*: ξ starts at the constant
+                   c* = n/C and the best evaluated point is returned. Its envelope is flat at the
+                   start and no FISTA step with ζ = 1e5 scores above it, so the flat ξ is kept:
+                   β = 0 at every step (a property of these rules, not of METaQ)
 ``adjacent``  ``−λ(1−α)·∂F/∂w`` with the adjacent-bucket relaxation (spec §4.4): each weight is
               split between the two grid values that bracket it (linear interpolation), the soft
               histogram ``c(w)`` is deterministic, ``F(w) = Σ_b c_b log2 c_b`` and
               ``∂F/∂w_i = (ξ_{k+1} − ξ_k)/Δ`` with ``ξ_b = log2 c_b + 1/ln 2``. Entropy falls when
               F rises, so the step *raises* F (lowers the soft entropy). No dual iterations.
-``none``      only the ``λα·∂R`` term: the no-entropy-term control with the same R
-============  ================================================================================
+``none``           only the ``λα·∂R`` term: the no-entropy-term control with the same R
+=================  ===========================================================================
+
+The start rule (``xi_start``: ``constant`` | ``sorted_uniform`` | ``given`` with ``xi0``) and the
+return rule (``xi_return``: ``best`` | ``last``) of the FISTA/DSS/PBM solvers are explicit
+fields; ``None`` means the variant's rule above.
 
 The regularizer keeps its state (ξ for the warm start, the grid, counters and the last dual
 value), so a checkpointed run resumes exactly.
 
 Measured behaviour worth knowing (see ``notebooks/SubgradientBundleMethods.ipynb`` and the
-README's results): with the thesis' settings (FISTA, 15 iterations, ζ = 1e5, first start
-c* = n/C, i.e. a constant ξ) the dual solver never finds a better point than its start, so it
-returns the constant ξ, whose envelope is flat: β = 0 for every weight, and the warm start keeps it
-there for the whole run — the thesis/flipped/sorted variants then train exactly like ``none``.
-With ``method="bundle"`` the solver reaches the true optimum, which is a ξ linear in v: β is then
-the same for every weight (a uniform push on Σ_i w_i), as spec §4.2 anticipated.
+README's results): under the ``constant_best`` rules (first start c* = n/C, i.e. a constant ξ,
+best point returned) the 15 FISTA steps with ζ = 1e5 never score above the flat start, so
+β = 0 for every weight at every step and training equals ``none``. Under the reference rules β
+is non-zero at every step (``python -m metaq_utils dual CKPT --variant reference`` shows it on
+any checkpoint). With ``method="bundle"`` the solver reaches the true optimum, which is a ξ
+linear in v: β is then the same for every weight (a uniform push on Σ_i w_i), spec §4.2.
 """
 from __future__ import annotations
 
@@ -47,16 +65,20 @@ import torch
 from torch import nn
 
 from . import _kernels
-from .dual import (DEFAULT_CHUNK, METHODS, DualOracle, NonFiniteWeightError, c_bounds, default_xi0,
-                   index_dtype_for, solve_dual)
+from .dual import (DEFAULT_CHUNK, METHODS, RETURN_RULES, DualOracle, NonFiniteWeightError, c_bounds,
+                   default_xi0, index_dtype_for, solve_dual)
 from .grid import Grid
 from .quantization import entropy_bits
+from .reference import ReferenceSolver, reference_grid, sorted_uniform_xi
 
 __all__ = ["METaQConfig", "METaQRegularizer", "VARIANTS", "adjacent_relaxation", "flat_parameters",
            "float_entropy_bits", "grid_entropy_bits"]
 
-VARIANTS = ("thesis", "flipped", "sorted", "adjacent", "none")
+VARIANTS = ("reference", "thesis", "flipped", "sorted", "constant_best", "adjacent", "none")
 DUAL_METHODS = METHODS
+START_RULES = ("constant", "sorted_uniform", "given")
+# the variants whose β comes from a warm-started dual solve on the bucket-centre grid
+_DUAL_VARIANTS = ("thesis", "flipped", "sorted", "constant_best")
 
 
 @dataclass(frozen=True)
@@ -75,11 +97,44 @@ class METaQConfig:
     c_hi: float | None = None       # None: n (thesis value)
     variant: str = "thesis"         # one of VARIANTS (see the module docstring)
     warm_start: bool = True         # start each dual solve from the previous step's ξ
+    xi_start: str | None = None     # first start: 'constant' | 'sorted_uniform' | 'given'; None: the variant's
+    xi0: tuple[float, ...] | None = None   # the given start (xi_start 'given'), C values
+    xi_return: str | None = None    # 'best' evaluated point | 'last' iterate; None: the variant's
+    min_xi: float = 0.0             # sorted-uniform start range (reference: train.py 37–38)
+    max_xi: float = 1.0
+    xi_seed: int = 0                # seed of the sorted-uniform start
+    head_sign: bool = False         # reference only: −β, as the repository's HEAD (trainer.py 85)
 
     def __post_init__(self) -> None:
         Grid(self.w0, self.r, self.C)   # validates C >= 2, r > 0, finite values
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.xi0 is not None:
+            object.__setattr__(self, "xi0", tuple(float(x) for x in self.xi0))
+            if len(self.xi0) != self.C or not all(math.isfinite(x) for x in self.xi0):
+                raise ValueError(f"xi0 must be {self.C} finite values, got {self.xi0}")
+        if self.xi_start is not None and self.xi_start not in START_RULES:
+            raise ValueError(f"xi_start must be one of {START_RULES}, got {self.xi_start!r}")
+        if (self.xi_start == "given") != (self.xi0 is not None) and self.xi_start is not None:
+            raise ValueError("xi_start='given' needs xi0, and xi0 needs xi_start='given' (or None)")
+        if self.xi_return is not None and self.xi_return not in RETURN_RULES:
+            raise ValueError(f"xi_return must be one of {RETURN_RULES}, got {self.xi_return!r}")
+        if not (math.isfinite(self.min_xi) and math.isfinite(self.max_xi) and self.min_xi <= self.max_xi):
+            raise ValueError(f"need finite min_xi <= max_xi, got [{self.min_xi}, {self.max_xi}]")
+        if self.variant == "constant_best" and (self.start_rule, self.return_rule) != ("constant", "best"):
+            raise ValueError("variant 'constant_best' is the constant start with the best point returned; "
+                             "use variant 'thesis' with xi_start/xi_return for other rules")
+        if self.variant == "reference":
+            if self.method != "fista":
+                raise ValueError("variant 'reference' runs the reference's FISTA: method must be 'fista'")
+            if self.R != "l2":
+                raise ValueError("variant 'reference' uses Adam's coupled weight decay λα·w: R must be 'l2'")
+            if self.return_rule != "last":
+                raise ValueError("variant 'reference' returns the last iterate (optimization.py 62)")
+        elif self.head_sign:
+            raise ValueError("head_sign applies to variant 'reference' only (use 'flipped' otherwise)")
+        if self.method == "bundle" and self.variant in _DUAL_VARIANTS and self.return_rule != "best":
+            raise ValueError("the proximal bundle method returns its best point: set xi_return='best'")
         if self.method not in DUAL_METHODS:
             raise ValueError(f"method must be one of {DUAL_METHODS}, got {self.method!r}")
         if self.R not in ("l2", "l1"):
@@ -95,13 +150,57 @@ class METaQConfig:
 
     @property
     def grid(self) -> Grid:
+        """The quantization grid (bucket centres on [w0 − r, w0 + r]); the reference variant's
+        dual solve runs on the left edges of the same buckets (:attr:`dual_grid_v`)."""
         return Grid(self.w0, self.r, self.C)
 
+    @property
+    def dual_grid_v(self) -> np.ndarray:
+        """The grid values v of the dual solve: centres, or the reference's float32 left edges."""
+        return reference_grid(self.w0, self.r, self.C) if self.variant == "reference" else self.grid.v
+
+    @property
+    def start_rule(self) -> str:
+        if self.xi0 is not None:
+            return "given"
+        if self.xi_start is not None:
+            return self.xi_start
+        return "constant" if self.variant == "constant_best" else "sorted_uniform"
+
+    @property
+    def return_rule(self) -> str:
+        if self.xi_return is not None:
+            return self.xi_return
+        if self.variant == "constant_best" or self.method == "bundle":
+            return "best"
+        return "last"
+
+    def initial_xi(self, n: int) -> np.ndarray:
+        """The first start of the dual solve for n weights, by :attr:`start_rule` (float64)."""
+        rule = self.start_rule
+        if rule == "given":
+            return np.asarray(self.xi0, dtype=np.float64)
+        if rule == "constant":
+            return default_xi0(n, self.C)
+        return sorted_uniform_xi(self.C, self.min_xi, self.max_xi, self.xi_seed).astype(np.float64)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["xi0"] is not None:
+            d["xi0"] = list(d["xi0"])
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "METaQConfig":
+        d = dict(d)
+        if "xi_start" not in d and d.get("variant") in ("thesis", "flipped", "sorted"):
+            # saved before the start/return rules were fields: those runs used the constant start
+            # and returned the best point (what is now the variant 'constant_best')
+            d["xi_start"], d["xi_return"] = "constant", "best"
+            if d.get("variant") == "thesis":
+                d["variant"], d["xi_start"], d["xi_return"] = "constant_best", None, None
+        if d.get("xi0") is not None:
+            d["xi0"] = tuple(d["xi0"])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -184,12 +283,20 @@ class METaQRegularizer:
         self._offsets = offsets
         self._index = np.empty(self.n, dtype=index_dtype_for(self.grid.C))
         self._beta = np.empty(self.n)
-        # the fused compiled steps: method 'fista' with the thesis/flipped/sorted variants, and
-        # the adjacent variant (same floats as the general path, tests/test_kernels.py)
-        self._fused = (config.variant == "adjacent"
-                       or (config.method == "fista" and config.variant in ("thesis", "flipped", "sorted")))
+        # the fused compiled steps: method 'fista' with the dual variants, the adjacent variant
+        # (same floats as the general path, tests/test_kernels.py), and the reference variant
+        # (whose only path is compiled: metaq_utils.reference)
+        self._fused = (config.variant in ("adjacent", "reference")
+                       or (config.method == "fista" and config.variant in _DUAL_VARIANTS))
         self._points = np.empty((config.iterations, self.grid.C))
         self._history = np.empty(config.iterations)
+        self._xi_next = np.empty(self.grid.C)
+        self._ref: ReferenceSolver | None = None
+        if config.variant == "reference":
+            self._ref = ReferenceSolver(config.dual_grid_v, self.n, iterations=config.iterations,
+                                        zeta=config.zeta, sort_xi=True,
+                                        xi0=config.initial_xi(self.n).astype(np.float32))
+            self.xi = self._ref.xi.astype(np.float64)
         # direction per interval index: slopes in 0..C−2; entry C − 1 is the adjacent variant's
         # index for a weight outside [v_0, v_{C−1}], whose direction is −0.0 (= −∂F/∂w = −0)
         self._table = np.zeros(self.grid.C)
@@ -202,6 +309,9 @@ class METaQRegularizer:
         """The per-weight direction added in the last step, before λ(1−α) (float64, length n)."""
         if not self._fused_beta_valid:
             return self._last_beta
+        if self._ref is not None:
+            beta = self._ref.beta()
+            return -beta if self.config.head_sign else beta
         beta = _kernels.gather(self._table, self._index, np.empty(self.n))
         return -beta if self.config.variant == "flipped" else beta
 
@@ -222,11 +332,20 @@ class METaQRegularizer:
             F, dF, _ = adjacent_relaxation(w, self.grid, cfg.c_lo)
             self.last_value = F
             return np.negative(dF, out=out)
+        if self._ref is not None:
+            if out is None:
+                out = np.empty(self.n)
+            if not cfg.warm_start and self.steps > 0:
+                self._ref.xi = cfg.initial_xi(self.n).astype(np.float32)
+            self.last_value = self._ref.step(w, -1.0 if cfg.head_sign else 1.0, out)
+            self.xi = self._ref.xi.astype(np.float64)
+            return out
         index = self._index if w.shape[0] == self.n else None
         oracle = DualOracle(w, self.grid, cfg.c_lo, cfg.c_hi, index_out=index)
+        xi0 = self.xi if (cfg.warm_start and self.xi is not None) else cfg.initial_xi(self.n)
         res = solve_dual(w, self.grid, method=cfg.method, iterations=cfg.iterations, zeta=cfg.zeta,
-                         xi0=self.xi if cfg.warm_start else None, c_lo=cfg.c_lo, c_hi=cfg.c_hi,
-                         sort_xi=(cfg.variant == "sorted"), oracle=oracle, beta_out=out)
+                         xi0=xi0, c_lo=cfg.c_lo, c_hi=cfg.c_hi, sort_xi=(cfg.variant == "sorted"),
+                         oracle=oracle, beta_out=out, xi_return=cfg.return_rule)
         self.xi = np.asarray(res.xi, dtype=np.float64)
         self.last_value = float(res.value)
         return np.negative(res.beta, out=res.beta) if cfg.variant == "flipped" else res.beta
@@ -234,16 +353,29 @@ class METaQRegularizer:
     def _fused_step(self, w: np.ndarray, scale: float) -> None:
         """``self._total = scale·β`` with β from FISTA on ``w``: one compiled call (see _kernels)."""
         cfg, grid = self.config, self.grid
-        xi0 = self.xi if (cfg.warm_start and self.xi is not None) else default_xi0(self.n, grid.C)
+        xi0 = self.xi if (cfg.warm_start and self.xi is not None) else cfg.initial_xi(self.n)
         inv_delta = 1.0 / grid.delta
+        last = cfg.return_rule == "last"
         bad, k, _ = _kernels.fista_step(
             w, float(grid.v[0]) * inv_delta, inv_delta, grid.v, DEFAULT_CHUNK, self._index, xi0,
             cfg.iterations, 1.0 / cfg.zeta, cfg.variant == "sorted", self._ln_c[0], self._ln_c[1],
-            self._points, self._history, scale, self._total.numpy(), self._table)
+            self._points, self._history, scale, self._total.numpy(), self._table, last, self._xi_next)
         if bad >= 0:
             self._raise_non_finite(bad)
-        self.xi = self._points[k].copy()
+        self.xi = (self._xi_next if last else self._points[k]).copy()
         self.last_value = float(self._history[k])
+        self._fused_beta_valid = True
+
+    def _reference_step(self, w: np.ndarray, scale: float) -> None:
+        """``self._total = scale·β`` under the reference rules (:class:`ReferenceSolver`)."""
+        cfg = self.config
+        if not cfg.warm_start and self.steps > 0:
+            self._ref.xi = cfg.initial_xi(self.n).astype(np.float32)
+        try:
+            self.last_value = self._ref.step(w, -scale if cfg.head_sign else scale, self._total.numpy())
+        except NonFiniteWeightError as e:
+            self._raise_non_finite(e.index)
+        self.xi = self._ref.xi.astype(np.float64)
         self._fused_beta_valid = True
 
     def _adjacent_step(self, w: np.ndarray, scale: float) -> None:
@@ -271,6 +403,24 @@ class METaQRegularizer:
         w_t = torch.cat([p.detach().reshape(-1) for p in self.params], out=self._w)
         scale = cfg.lam * (1.0 - cfg.alpha)
         total = self._total
+        if self._ref is not None:
+            self._reference_step(w_t.numpy(), scale)
+            # trainer.py 78–91 at ebd4355: grad = (λ(1−α)β + ∇loss), then Adam's coupled weight
+            # decay adds λα·w (trainer.py 38) — the same two additions in the same order
+            grads = [p.grad for p in self.params]
+            if all(g is not None for g in grads):
+                torch._foreach_add_(grads, self._views)
+            else:
+                for p, g in zip(self.params, self._views):
+                    if p.grad is None:
+                        p.grad = g.clone()
+                    else:
+                        p.grad.add_(g)
+                grads = [p.grad for p in self.params]
+            if cfg.alpha > 0:
+                torch._foreach_add_(grads, [p.detach() for p in self.params], alpha=cfg.lam * cfg.alpha)
+            self.steps += 1
+            return
         if self._fused and cfg.variant == "adjacent":
             self._adjacent_step(w_t.numpy(), scale)
         elif self._fused:
@@ -310,7 +460,12 @@ class METaQRegularizer:
             b = self.last_beta
             out["beta_mean"] = float(b.mean())
             out["beta_std"] = float(b.std())
+            out["beta_min"] = float(b.min())
+            out["beta_max"] = float(b.max())
             out["beta_distinct"] = int(np.unique(np.round(b, 9)).size)
+        v = self.config.dual_grid_v
+        out["share_above_grid"] = float(np.mean(w > v[-1]))   # above v_{C−1} of the dual grid
+        out["share_below_grid"] = float(np.mean(w < v[0]))
         return out
 
     def config_dict(self) -> dict[str, Any]:
@@ -330,5 +485,7 @@ class METaQRegularizer:
         if saved != self.config:
             raise ValueError(f"regularizer state was saved with a different configuration: {saved} != {self.config}")
         self.xi = state["xi"].numpy().astype(np.float64) if state["xi"] is not None else None
+        if self._ref is not None and self.xi is not None:
+            self._ref.xi = self.xi.astype(np.float32)      # float32 values, stored exactly in float64
         self.steps = int(state["steps"])
         self.last_value = state["last_value"]

@@ -198,7 +198,7 @@ def _step_both_and_compare(a, ra, b, rb, grad, lr):
     return w
 
 
-@pytest.mark.parametrize("variant", ["thesis", "flipped", "sorted"])
+@pytest.mark.parametrize("variant", ["thesis", "flipped", "sorted", "constant_best"])
 @pytest.mark.parametrize("C,zeta", [(6, 1e5), (6, 30.0), (256, 1e5), (256, 30.0)])
 def test_fused_training_step_equals_the_general_path_bit_for_bit(variant, C, zeta):
     (a, ra), (b, rb) = _pair(C, variant, zeta)
@@ -234,13 +234,16 @@ def test_non_finite_parameter_is_named(fused, variant):
     assert e.value.index == m.conv1.weight.numel() + m.conv1.bias.numel() + 7
 
 
-def test_fused_step_matches_solve_dual_on_training_weights():
-    """β and ξ of the fused step are those of solve_dual(method='fista') on the same weights."""
-    (a, ra), _ = _pair(256, "thesis", 40.0)
+@pytest.mark.parametrize("variant", ["thesis", "constant_best"])
+def test_fused_step_matches_solve_dual_on_training_weights(variant):
+    """β and ξ of the fused step are those of solve_dual(method='fista') on the same weights,
+    under the variant's return rule (thesis: the last iterate; constant_best: the best point)."""
+    (a, ra), _ = _pair(256, variant, 40.0)
     xi0 = ra.xi.copy()
     w = torch.cat([p.detach().reshape(-1) for p in a.parameters()]).numpy()
     ra.after_backward(a)
-    ref = solve_dual(w, ra.grid, method="fista", iterations=15, zeta=40.0, xi0=xi0)
+    ref = solve_dual(w, ra.grid, method="fista", iterations=15, zeta=40.0, xi0=xi0,
+                     xi_return=ra.config.return_rule)
     np.testing.assert_array_equal(ra.xi, ref.xi)
     np.testing.assert_array_equal(ra.last_beta, ref.beta)
     assert ra.last_value == ref.value

@@ -134,3 +134,96 @@ def test_metaq_training_resumes_exactly(small_mnist, tmp_path):
     assert {"entropy_grid_bits", "entropy_float_bits", "dual_value", "beta_std"} <= set(res.final)
     assert res.final["entropy_grid_bits"] == pytest.approx(
         grid_entropy_bits(flat_parameters(resumed).double().numpy(), METaQConfig().grid))
+
+
+# ----------------------------------------------------------------------------- the reference variant
+
+def _uniform_model(seed=0):
+    """LeNet-5 at the thesis' start: every parameter uniform in [w0 − r, w0 + r] (trainer.py 45)."""
+    torch.manual_seed(seed)
+    m = build_model("lenet5")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.uniform_(-0.11 - 1.114, -0.11 + 1.114)
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)
+    return m
+
+
+@pytest.mark.parametrize("head_sign", [False, True])
+def test_reference_variant_adds_lambda_beta_then_adam_weight_decay(head_sign):
+    from metaq_utils.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
+    m = _uniform_model()
+    cfg = METaQConfig(variant="reference", head_sign=head_sign)
+    reg = METaQRegularizer(m, cfg)
+    assert reg.config.start_rule == "sorted_uniform" and reg.config.return_rule == "last"
+    w = flat_parameters(m).numpy().copy()
+    solver = ReferenceSolver(reference_grid(-0.11, 1.114, 6), w.size, xi0=sorted_uniform_xi(6, 0, 1, 0))
+    for _ in range(3):                                   # warm-started: three successive steps
+        got = _added_gradient(m, reg)
+        beta, _ = solver.solve(w)
+        s = np.float32(cfg.lam * (1 - cfg.alpha))
+        term = (np.float32(-1 if head_sign else 1) * beta.astype(np.float32)) * s
+        expected = term + np.float32(cfg.lam * cfg.alpha) * w        # trainer.py 86, then 38
+        # the same float32 additions; torch may fuse `g + α·w` (one rounding less): 1 ulp of the
+        # addends where the two terms cancel
+        np.testing.assert_allclose(got.astype(np.float32), expected.astype(np.float32), rtol=1e-6, atol=1e-10)
+        np.testing.assert_array_equal(reg.xi, solver.xi.astype(np.float64))
+    assert np.abs(beta).min() > 0                        # every weight gets a non-zero β
+    metrics = reg.epoch_metrics(m)
+    assert 0.15 < metrics["share_above_grid"] < 0.17     # uniform start: 16 % above v_5 = 0.633
+    sign = -1 if head_sign else 1                         # last_beta is the added direction
+    lo, hi = sorted((sign * metrics["beta_min"], sign * metrics["beta_max"]))
+    assert hi > 5 * lo > 0                               # ξ_5/v_5 on the top bucket: a large push
+
+
+def test_reference_variant_rejects_rules_it_does_not_have():
+    with pytest.raises(ValueError, match="method must be 'fista'"):
+        METaQConfig(variant="reference", method="bundle")
+    with pytest.raises(ValueError, match="last iterate"):
+        METaQConfig(variant="reference", xi_return="best")
+    with pytest.raises(ValueError, match="head_sign applies"):
+        METaQConfig(variant="thesis", head_sign=True)
+    with pytest.raises(ValueError, match="xi0 must be 6 finite"):
+        METaQConfig(xi_start="given", xi0=(1.0, 2.0))
+    with pytest.raises(ValueError, match="constant start with the best point"):
+        METaQConfig(variant="constant_best", xi_start="sorted_uniform")
+
+
+def test_constant_start_best_return_keeps_the_flat_xi_and_beta_zero():
+    """Our former solver rules: on the thesis' start the flat ξ = log2(n/C) + 1/ln 2 is never beaten
+    by a FISTA step with ζ = 1e5, so β = 0; the thesis variant (sorted-uniform start, last
+    iterate) gives a non-zero β on the same weights."""
+    m = _uniform_model()
+    reg = METaQRegularizer(m, METaQConfig(variant="constant_best"))
+    for _ in range(3):
+        _added_gradient(m, reg)
+        assert np.all(reg.last_beta == 0)
+    np.testing.assert_array_equal(reg.xi, np.full(6, math.log2(44_426 / 6) + 1 / math.log(2)))
+    m = _uniform_model()
+    reg = METaQRegularizer(m, METaQConfig(variant="thesis"))
+    _added_gradient(m, reg)
+    assert np.abs(reg.last_beta).max() > 0.1
+
+
+def test_legacy_thesis_config_loads_as_constant_best():
+    """Configurations saved before the start/return rules became fields ran the constant start with
+    the best point returned: they load as what they ran, not as today's 'thesis'."""
+    legacy = {k: v for k, v in METaQConfig().to_dict().items()
+              if k not in ("xi_start", "xi0", "xi_return", "min_xi", "max_xi", "xi_seed", "head_sign")}
+    assert METaQConfig.from_dict(legacy).variant == "constant_best"
+    flipped = METaQConfig.from_dict({**legacy, "variant": "flipped"})
+    assert (flipped.variant, flipped.start_rule, flipped.return_rule) == ("flipped", "constant", "best")
+    cfg = METaQConfig(variant="reference", xi_seed=3)
+    assert METaQConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_reference_variant_checkpoint_resume_keeps_xi():
+    m = _uniform_model()
+    cfg = METaQConfig(variant="reference")
+    reg = METaQRegularizer(m, cfg)
+    _added_gradient(m, reg)
+    state = reg.state_dict()
+    other = METaQRegularizer(_uniform_model(1), cfg)
+    other.load_state_dict(state)
+    np.testing.assert_array_equal(other._ref.xi, reg._ref.xi)
