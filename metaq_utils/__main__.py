@@ -7,7 +7,7 @@
   compress CKPT             quantize and write a compressed model file
   decompress FILE           compressed file → plain state_dict file (torch.save)
   evaluate PATH             a checkpoint or a compressed file → accuracy, size, ratio (--json)
-  batch FILE                run notebooks with parameter sets through papermill into runs/
+  batch FILE                run notebooks with parameter sets (papermill, on Dask) into runs/
 """
 from __future__ import annotations
 
@@ -226,8 +226,19 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_batch(args) -> int:
+    import signal
+
     from .batch import format_summary, run_batch
-    rows = run_batch(args.file, args.runs_dir, kernel_name=args.kernel, dry_run=args.dry_run)
+
+    def _terminate(signum, frame):   # SIGTERM stops a batch like Ctrl-C: finished runs are kept
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        rows = run_batch(args.file, args.runs_dir, kernel_name=args.kernel, dry_run=args.dry_run,
+                         scheduler=args.scheduler, n_workers=args.workers)
+    except KeyboardInterrupt as e:
+        print(f"\ninterrupted: {e or 'run the same command again to resume'}", file=sys.stderr)
+        return 130
     print()
     print(format_summary(rows))
     return 0 if all(r.get("status", "ok") == "ok" for r in rows) else 1
@@ -291,11 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("path")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_evaluate)
-    b = sub.add_parser("batch", help="run notebooks with parameter sets (papermill) into runs/")
+    b = sub.add_parser("batch", help="run notebooks with parameter sets (papermill, on Dask) into runs/; "
+                       "resumes an earlier run of the same batch")
     b.add_argument("file", help="batch file (JSON), see metaq_utils/batch.py")
     b.add_argument("--runs-dir", default="runs")
     b.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's)")
-    b.add_argument("--dry-run", action="store_true", help="list the runs without executing them")
+    b.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) without executing them")
+    b.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run on this existing Dask cluster (default: a local cluster started for the batch)")
+    b.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the local cluster, one thread each (default: one per core)")
     b.set_defaults(func=_cmd_batch)
     return p
 
