@@ -32,8 +32,9 @@ def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     g.add_argument("--init", default="uniform", choices=["uniform", "default"],
                    help="uniform in [w0 - r, w0 + r] (thesis) or PyTorch's default")
     m = p.add_argument_group("METaQ term")
-    m.add_argument("--variant", default="thesis", choices=list(VARIANTS) + ["plain"],
-                   help="'plain' trains without any regularizer")
+    m.add_argument("--variant", default="reference", choices=list(VARIANTS) + ["plain"],
+                   help="'reference': METaQ as its reference code runs it (metaq_utils/reference.py); "
+                        "'plain' trains without any regularizer; the others: metaq_utils/regularizer.py")
     m.add_argument("--C", type=int, default=6)
     m.add_argument("--w0", type=float, default=-0.11)
     m.add_argument("--r", type=float, default=1.114)
@@ -43,13 +44,42 @@ def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     m.add_argument("--method", default="fista", choices=["dss", "fista", "pbm_thesis", "bundle"])
     m.add_argument("--iterations", type=int, default=15)
     m.add_argument("--zeta", type=float, default=1e5)
+    _add_xi_args(m)
     p.add_argument("--stop-rule", action="append", default=[], metavar="EPOCH:METRIC:MIN[:MAX]",
                    help="abandon the run if at EPOCH the METRIC is below MIN (or above MAX; leave MIN empty), "
                         "e.g. 5:val_accuracy:0.97 or 20:entropy_grid_bits::60000; repeatable")
+    p.add_argument("--select-on", default="validation", choices=["validation", "test"],
+                   help="where the best epoch (and C_Q) is selected: the validation split (the protocol, "
+                        "PROTOCOL.md) or, explicitly, the test set (every result is then marked test-selected)")
     p.add_argument("--name", default="metaq_lenet5", help="file stem of the saved models")
     p.add_argument("--checkpoint", default=None, help="last-epoch checkpoint, for --resume")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
+
+
+def _add_xi_args(m) -> None:
+    """The dual solver's start and return rules (None: the variant's own, see regularizer.py)."""
+    m.add_argument("--xi-start", default=None, choices=["constant", "sorted_uniform", "given"],
+                   help="first start of the dual solve (default: the variant's rule)")
+    m.add_argument("--xi0", default=None, metavar="A,B,...", help="the given start: C comma-separated values")
+    m.add_argument("--xi-return", default=None, choices=["best", "last"],
+                   help="return the best evaluated point or the last iterate (default: the variant's rule)")
+    m.add_argument("--xi-seed", type=int, default=None,
+                   help="seed of the sorted-uniform start (default: the training seed)")
+    m.add_argument("--head-sign", action="store_true",
+                   help="reference variant: add −λ(1−α)β as the reference repository's HEAD does")
+
+
+def _xi_kwargs(args) -> dict:
+    xi0 = None
+    if args.xi0:
+        try:
+            xi0 = tuple(float(x) for x in args.xi0.split(","))
+        except ValueError:
+            raise SystemExit(f"--xi0 {args.xi0!r}: expected comma-separated numbers")
+    seed = args.xi_seed if args.xi_seed is not None else getattr(args, "seed", 0)
+    return {"xi_start": "given" if xi0 is not None else args.xi_start, "xi0": xi0,
+            "xi_return": args.xi_return, "xi_seed": seed, "head_sign": args.head_sign}
 
 
 def _stop_rules(args):
@@ -76,7 +106,7 @@ def _configs(args):
                             lr_schedule=args.lr_schedule)
     metaq = None if args.variant == "plain" else METaQConfig(
         C=args.C, w0=args.w0, r=args.r, lam=args.lam, alpha=args.alpha, R=args.R, method=args.method,
-        iterations=args.iterations, zeta=args.zeta, variant=args.variant)
+        iterations=args.iterations, zeta=args.zeta, variant=args.variant, **_xi_kwargs(args))
     return train_cfg, metaq
 
 
@@ -99,7 +129,7 @@ def _cmd_train(args) -> int:
     reg = METaQRegularizer(model, metaq) if metaq is not None else None
     out = Path(args.out) if args.out else BEFORE_DIR / f"{args.name}.pt"
     res = train(model, data, train_cfg, regularizer=reg, best_path=out, checkpoint_path=args.checkpoint,
-                resume=args.resume, progress=not args.quiet, stop_rules=_stop_rules(args))
+                resume=args.resume, progress=not args.quiet, stop_rules=_stop_rules(args), select_on=args.select_on)
     if res.stopped_by:
         print(f"stopped early: {res.stopped_by}")
     key = "val_accuracy" if res.selection == "validation" else "test_accuracy"
@@ -120,7 +150,7 @@ def _cmd_pipeline(args) -> int:
     res = run_pipeline(data, train_cfg, metaq, name=args.name,
                        cq_values=default_cq_values(args.max_cq), tolerance=args.tolerance,
                        progress=not args.quiet, checkpoint_path=args.checkpoint, resume=args.resume,
-                       use_best=not args.use_final, stop_rules=_stop_rules(args),
+                       use_best=not args.use_final, stop_rules=_stop_rules(args), select_on=args.select_on,
                        **({"before_dir": args.out_dir, "after_dir": args.out_dir} if args.out_dir else {}))
     print()
     print(format_table(res))
@@ -225,6 +255,47 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_dual(args) -> int:
+    """K successive warm-started dual solves on a checkpoint's weights, on the variant's grid."""
+    import numpy as np
+    from .checkpoints import load_checkpoint
+    from .reference import beta_summary
+    from .regularizer import METaQConfig, METaQRegularizer
+    ck = load_checkpoint(args.checkpoint)
+    grid = ck.grid or {}
+    w0 = args.w0 if args.w0 is not None else grid.get("w0", -0.11)
+    r = args.r if args.r is not None else grid.get("r", 1.114)
+    C = args.C if args.C is not None else grid.get("C", 6)
+    if args.variant in ("none", "adjacent"):
+        raise SystemExit(f"dual: variant {args.variant!r} has no dual solve")
+    cfg = METaQConfig(C=int(C), w0=float(w0), r=float(r), method=args.method, iterations=args.iterations,
+                      zeta=args.zeta, variant=args.variant, **_xi_kwargs(args))
+    model = ck.build_model()
+    reg = METaQRegularizer(model, cfg)
+    w = np.concatenate([p.detach().reshape(-1).numpy() for p in reg.params])
+    v = cfg.dual_grid_v
+    steps = []
+    for _ in range(args.steps):
+        beta = reg.entropy_gradient(w)
+        steps.append({"xi": [float(x) for x in reg.xi], "phi": float(reg.last_value),
+                      "beta": beta_summary(beta)})
+    out = {"checkpoint": str(args.checkpoint), "variant": cfg.variant, "grid": {"w0": cfg.w0, "r": cfg.r, "C": cfg.C},
+           "dual_grid_v": [float(x) for x in v], "start_rule": cfg.start_rule, "return_rule": cfg.return_rule,
+           "n": int(w.size), "share_above_grid": float(np.mean(w > v[-1])),
+           "share_below_grid": float(np.mean(w < v[0])), "steps": steps}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{args.checkpoint}: variant {cfg.variant} (start {cfg.start_rule}, return {cfg.return_rule}), "
+              f"n = {w.size:,}, {100 * out['share_above_grid']:.1f} % above v_(C-1), "
+              f"{100 * out['share_below_grid']:.1f} % below v_0")
+        for k, st in enumerate(steps, 1):
+            b = st["beta"]
+            print(f"step {k:3d}  phi {st['phi']:.6g}  beta mean {b['mean']:.4g} std {b['std']:.3g} "
+                  f"min {b['min']:.4g} max {b['max']:.4g} distinct {b['distinct']}")
+    return 0
+
+
 def _cmd_batch(args) -> int:
     import signal
 
@@ -292,6 +363,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--codec", default="range", choices=["huffman", "range", "gzip9", "zstd22", "raw"])
     c.add_argument("--out", default=None)
     c.set_defaults(func=_cmd_compress)
+
+    dl = sub.add_parser("dual", help="K warm-started dual solves on a checkpoint's weights: what β the term adds")
+    dl.add_argument("checkpoint")
+    dl.add_argument("--variant", default="reference", choices=["reference", "thesis", "flipped", "sorted",
+                                                                 "constant_best"])
+    dl.add_argument("--steps", type=int, default=1, help="successive warm-started solves (K)")
+    dl.add_argument("--method", default="fista", choices=["dss", "fista", "pbm_thesis", "bundle"])
+    dl.add_argument("--iterations", type=int, default=15)
+    dl.add_argument("--zeta", type=float, default=1e5)
+    dl.add_argument("--C", type=int, default=None, help="default: the checkpoint's grid (else 6)")
+    dl.add_argument("--w0", type=float, default=None, help="default: the checkpoint's grid (else -0.11)")
+    dl.add_argument("--r", type=float, default=None, help="default: the checkpoint's grid (else 1.114)")
+    dl.add_argument("--seed", type=int, default=0, help="seed of the sorted-uniform start")
+    _add_xi_args(dl)
+    dl.add_argument("--json", action="store_true", help="print one JSON object")
+    dl.set_defaults(func=_cmd_dual)
 
     x = sub.add_parser("decompress", help="compressed file → plain state_dict file")
     x.add_argument("file")
