@@ -1,6 +1,11 @@
 """The METaQ pipeline end to end: train with the entropy term → post-training quantization →
 entropy coding into real files → decode → re-evaluate. Every size is the size of a whole
 compressed file (:mod:`metaq_utils.fileformat`), in bits; ratios are against 32 bits × n.
+
+Protocol (PROTOCOL.md): the best epoch and C_Q are selected on the validation split; after
+selection the test set is evaluated once for the selected unquantized model, the selected
+quantized model and each decoded file; results carry ``selection``, validation and test
+accuracy side by side. ``select_on="test"`` (explicit) selects on test and marks the result.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from .networks import build_model, count_parameters
 from .ptq import SweepPoint, model_vector, quantize_model, select_point, sweep_cq
 from .quantization import entropy_bits
 from .regularizer import METaQConfig, METaQRegularizer
-from .training import StopRule, TrainConfig, TrainResult, evaluate, make_model, train
+from .training import StopRule, TrainConfig, TrainResult, check_selection, evaluate, make_model, train
 
 __all__ = ["CODEC_NAMES", "THESIS_TRAIN_CONFIG", "default_cq_values", "compress_model", "model_from_compressed",
            "load_any", "CodecRow", "code_with_every_codec", "PipelineResult", "run_pipeline", "format_table"]
@@ -39,8 +44,8 @@ THESIS_TRAIN_CONFIG = TrainConfig(arch="lenet5", epochs=144, batch_size=64, opti
 def default_cq_values(max_cq: int = 1024) -> list[int]:
     """Every C_Q in [2, 64], then about 40 geometrically spaced values up to ``max_cq``.
 
-    (The thesis swept every C_Q in [1, 1024]: pass ``range(2, 1025)``; it costs one test-set
-    evaluation per value.)"""
+    (The thesis swept every C_Q in [1, 1024]: pass ``range(2, 1025)``; it costs one evaluation
+    of the selection split per value.)"""
     dense = list(range(2, min(64, max_cq) + 1))
     if max_cq <= 64:
         return dense
@@ -86,15 +91,17 @@ class CodecRow:
     bits_per_weight: float
     compression_ratio: float
     decoded_exact: bool          # decoded tensors equal the quantized ones bit for bit
-    decoded_accuracy: float      # test accuracy of the network rebuilt from the file
+    decoded_accuracy: float      # TEST accuracy of the network rebuilt from the file (once, after selection)
     path: str | None = None
+    decoded_val_accuracy: float | None = None   # its validation accuracy (None without a validation split)
 
 
 def code_with_every_codec(qmodel: nn.Module, arch: str, grid: Grid, data: MNISTTensors, *,
                           codecs: Sequence[str] = CODEC_NAMES, out_dir: str | Path | None = None,
                           stem: str = "model") -> list[CodecRow]:
-    """Write ``qmodel`` (already quantized on ``grid``) with every codec, read each file back,
-    check it is bit-exact, and evaluate the decoded network."""
+    """Write ``qmodel`` (already quantized on ``grid``, i.e. after selection) with every codec,
+    read each file back, check it is bit-exact, and evaluate the decoded network on the test set
+    (``decoded_accuracy``) and, if ``data`` has one, on the validation split (``decoded_val_accuracy``)."""
     ref = [p.detach().numpy() for p in qmodel.parameters()]
     n = sum(a.size for a in ref)
     rows = []
@@ -106,17 +113,27 @@ def code_with_every_codec(qmodel: nn.Module, arch: str, grid: Grid, data: MNISTT
             atomic_write_bytes(path, data_bytes)
         cm = read_compressed(data_bytes, expected_arch=arch)
         exact = all(np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(ref, cm.tensors))
-        acc = evaluate(model_from_compressed(cm), data.test_x, data.test_y)["accuracy"]
+        decoded = model_from_compressed(cm)
+        acc = evaluate(decoded, data.test_x, data.test_y)["accuracy"]
+        val_acc = evaluate(decoded, data.val_x, data.val_y)["accuracy"] if getattr(data, "has_validation", False) else None
         bits = 8 * len(data_bytes)
         rows.append(CodecRow(codec, bits, bits / n, 32 * n / bits, exact, acc,
-                             str(path.relative_to(REPO_ROOT)) if path is not None and path.is_relative_to(REPO_ROOT) else (str(path) if path else None)))
+                             str(path.relative_to(REPO_ROOT)) if path is not None and path.is_relative_to(REPO_ROOT) else (str(path) if path else None),
+                             val_acc))
     return rows
 
 
 @dataclass
 class PipelineResult:
+    """The pipeline's results. ``selection`` is where the best epoch and C_Q were selected
+    (``"validation"``, or ``"test"`` under the explicit option); ``selection_rule`` says how C_Q
+    was chosen. Accuracies come in pairs: ``*_val_accuracy`` (None without a validation split)
+    and ``*_test_accuracy`` (measured once, after selection). ``val_accuracy``/``test_accuracy``
+    are those of the selected quantized model (the reported one); ``selected.accuracy`` is its
+    accuracy on the selection split."""
     train_history: list[dict[str, Any]]
-    unquantized_accuracy: float
+    unquantized_val_accuracy: float | None
+    unquantized_test_accuracy: float
     sweep: list[SweepPoint]
     selected: SweepPoint
     codec_rows: list[CodecRow]
@@ -124,14 +141,30 @@ class PipelineResult:
     before_path: str | None = None
     after_path: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-    selection: str = ""
+    selection_rule: str = ""
+    selection: str = "validation"
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    split: dict[str, Any] | None = None
+    best_epoch: int | None = None
+    tolerance: float | None = None
+
+    @property
+    def unquantized_accuracy(self) -> float:
+        """The unquantized model's test accuracy (the name older code used)."""
+        return self.unquantized_test_accuracy
 
     def to_dict(self) -> dict[str, Any]:
-        return {"train_history": self.train_history, "unquantized_accuracy": self.unquantized_accuracy,
+        return {"train_history": self.train_history, "selection": self.selection, "split": self.split,
+                "best_epoch": self.best_epoch,
+                "unquantized_val_accuracy": self.unquantized_val_accuracy,
+                "unquantized_test_accuracy": self.unquantized_test_accuracy,
+                "unquantized_accuracy": self.unquantized_test_accuracy,
+                "val_accuracy": self.val_accuracy, "test_accuracy": self.test_accuracy,
                 "sweep": [p.to_dict() for p in self.sweep], "selected": self.selected.to_dict(),
                 "codecs": [asdict(r) for r in self.codec_rows], "n_params": self.n_params,
                 "before_path": self.before_path, "after_path": self.after_path, "seconds": self.seconds,
-                "selection": self.selection}
+                "selection_rule": self.selection_rule, "tolerance": self.tolerance}
 
 
 def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConfig | None, *,
@@ -139,68 +172,103 @@ def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConf
                  stop_rules: Sequence[StopRule] = (), before_dir: str | Path = BEFORE_DIR,
                  after_dir: str | Path = AFTER_DIR, codecs: Sequence[str] = CODEC_NAMES,
                  progress: bool = True, checkpoint_path: str | Path | None = None, resume: bool = False,
-                 model: nn.Module | None = None, use_best: bool = True) -> PipelineResult:
+                 model: nn.Module | None = None, use_best: bool = True,
+                 select_on: str = "validation") -> PipelineResult:
     """Train (unless ``model`` is given and ``train_config.epochs == 0``), sweep C_Q on the
     METaQ range, select by :func:`select_point` (lowest entropy within ``tolerance`` of the
     unquantized accuracy), code with every codec, decode and re-evaluate.
 
-    ``use_best``: quantize the epoch with the best test accuracy (the thesis' protocol; the
-    checkpoint in ``before_dir``) or, if False, the final epoch (no selection on the test set)."""
+    Selection (best epoch, C_Q) is made on ``data``'s validation split; then the test set is
+    evaluated once for the selected unquantized model, the selected quantized model and each
+    decoded file. ``select_on="test"`` selects on the test set instead (the thesis' protocol)
+    and marks every checkpoint and the result ``selection: "test"``.
+
+    ``use_best``: quantize the best epoch (by validation accuracy; the checkpoint in
+    ``before_dir``) or, if False, the final epoch."""
+    select_on = check_selection(select_on)
+    has_val = bool(getattr(data, "has_validation", False))
+    if select_on == "validation" and not has_val:
+        raise ValueError("run_pipeline: data has no validation split (load_mnist(val_size=0)?); "
+                         "load the split or pass select_on='test' explicitly")
+    split = dict(getattr(data, "split", None) or {"val_size": 0, "val_seed": None, "val_indices_sha256": None})
     seconds = {}
     t0 = time.perf_counter()
     grid_cfg = metaq or METaQConfig()
     before_path = Path(before_dir) / f"{name}.pt"
     history: list[dict[str, Any]] = []
+    best_epoch = None
     if model is None:
         model = make_model(train_config)
     if train_config.epochs > 0:
         reg = METaQRegularizer(model, metaq) if metaq is not None else None
         result: TrainResult = train(model, data, train_config, regularizer=reg, stop_rules=stop_rules,
                                     best_path=before_path, checkpoint_path=checkpoint_path, resume=resume,
-                                    progress=progress)
+                                    progress=progress, select_on=select_on)
         history = result.history
+        best_epoch = result.best_epoch if use_best else (history[-1]["epoch"] if history else None)
         if use_best:   # the best epoch's weights (the checkpoint in BestModelsBeforeQuantization)
             model = load_checkpoint(before_path).build_model()
     seconds["train"] = time.perf_counter() - t0
-    unq = evaluate(model, data.test_x, data.test_y)["accuracy"]
+    sel_x, sel_y = (data.val_x, data.val_y) if select_on == "validation" else (data.test_x, data.test_y)
+    unq_sel = evaluate(model, sel_x, sel_y)["accuracy"]
     t1 = time.perf_counter()
-    sweep = sweep_cq(model, data.test_x, data.test_y, cq_values or default_cq_values(),
+    sweep = sweep_cq(model, sel_x, sel_y, cq_values or default_cq_values(), evaluated_on=select_on,
                      w0=grid_cfg.w0, r=grid_cfg.r, progress=progress, arch=train_config.arch)
     seconds["sweep"] = time.perf_counter() - t1
     try:
-        selected = select_point(sweep, unq, tolerance)
-        selection = "lowest entropy with accuracy >= unquantized - tolerance"
+        selected = select_point(sweep, unq_sel, tolerance, select_on=select_on)
+        rule = f"lowest entropy with {select_on} accuracy >= unquantized - tolerance"
     except ValueError:      # no C_Q is within the tolerance: keep the most accurate one, and say so
         selected = max(sweep, key=lambda p: (p.accuracy, -p.entropy_bits))
-        selection = "most accurate C_Q (no C_Q within the tolerance of the unquantized accuracy)"
+        rule = f"most accurate C_Q on {select_on} (no C_Q within the tolerance of the unquantized accuracy)"
     grid = Grid(grid_cfg.w0, grid_cfg.r, selected.C_Q)
     qmodel, idx = quantize_model(model, grid)
+    # after selection: validation and test accuracy of the selected models (test: once per model)
+    unq_val = (unq_sel if select_on == "validation" else evaluate(model, data.val_x, data.val_y)["accuracy"]) \
+        if has_val else None
+    unq_test = unq_sel if select_on == "test" else evaluate(model, data.test_x, data.test_y)["accuracy"]
+    q_val = (selected.accuracy if select_on == "validation" else evaluate(qmodel, data.val_x, data.val_y)["accuracy"]) \
+        if has_val else None
+    q_test = selected.accuracy if select_on == "test" else evaluate(qmodel, data.test_x, data.test_y)["accuracy"]
     after_path = Path(after_dir) / f"{name}_CQ{selected.C_Q}.pt"
-    q_acc = evaluate(qmodel, data.test_x, data.test_y)["accuracy"]
     save_checkpoint(after_path, qmodel, train_config.arch,
-                    config={"train": train_config.to_dict(), "metaq": grid_cfg.to_dict(),
-                            "selection": {"rule": selection, "tolerance": tolerance}},
-                    metrics={"accuracy": q_acc, "entropy_bits": entropy_bits(idx), "C_Q": selected.C_Q,
-                             "unquantized_accuracy": unq},
+                    config={"train": train_config.to_dict(), "metaq": grid_cfg.to_dict(), "split": split,
+                            "selection": select_on, "selection_rule": {"rule": rule, "tolerance": tolerance}},
+                    metrics={"accuracy": q_test, "val_accuracy": q_val, "test_accuracy": q_test,
+                             "selection": select_on, "entropy_bits": entropy_bits(idx), "C_Q": selected.C_Q,
+                             "unquantized_val_accuracy": unq_val, "unquantized_test_accuracy": unq_test,
+                             "unquantized_accuracy": unq_test, "best_epoch": best_epoch},
                     grid={"w0": grid.w0, "r": grid.r, "C": grid.C})
     t2 = time.perf_counter()
     rows = code_with_every_codec(qmodel, train_config.arch, grid, data, codecs=codecs, out_dir=after_dir,
                                  stem=f"{name}_CQ{selected.C_Q}")
     seconds["coding"] = time.perf_counter() - t2
-    return PipelineResult(history, unq, sweep, selected, rows, count_parameters(model),
-                          str(before_path), str(after_path), seconds, selection)
+    return PipelineResult(history, unq_val, unq_test, sweep, selected, rows, count_parameters(model),
+                          str(before_path), str(after_path), seconds, rule, select_on, q_val, q_test, split,
+                          best_epoch, tolerance)
+
+
+def _pct(x: float | None) -> str:
+    return "     —" if x is None else f"{100 * x:6.2f}"
 
 
 def format_table(res: PipelineResult) -> str:
-    """The pipeline's closing table: accuracy, entropy, and the file size for each codec."""
+    """The pipeline's closing table: where the selection was made, validation and test accuracy
+    side by side (unquantized, quantized, each decoded file), entropy and each codec's file size."""
     n = res.n_params
     s = res.selected
-    lines = [f"unquantized test accuracy {100 * res.unquantized_accuracy:.2f} %; selected C_Q = {s.C_Q} [{res.selection}] "
-             f"({s.used_buckets} buckets used): accuracy {100 * s.accuracy:.2f} %, "
-             f"entropy {s.entropy_bits:,.0f} bits ({s.entropy_bits / n:.3f} bits/weight)",
-             f"{'codec':8s} {'file bits':>10s} {'bits/w':>7s} {'ratio':>7s} {'exact':>6s} {'decoded acc':>12s}"]
+    h = (res.split or {}).get("val_indices_sha256")
+    where = (f"selected on VALIDATION (split {h[:12]}…, {res.split.get('val_size'):,} images)" if res.selection == "validation"
+             else "selected on TEST (explicit option; every number below is test-selected)")
+    epoch = f" (epoch {res.best_epoch})" if res.best_epoch is not None else ""
+    lines = [f"{where}; test evaluated once per model, after selection",
+             f"{'model':34s} {'val acc %':>9s} {'test acc %':>10s}",
+             f"{'unquantized' + epoch:34s} {_pct(res.unquantized_val_accuracy):>9s} {_pct(res.unquantized_test_accuracy):>10s}",
+             f"{f'C_Q = {s.C_Q} ({s.used_buckets} buckets used)':34s} {_pct(res.val_accuracy):>9s} {_pct(res.test_accuracy):>10s}",
+             f"C_Q rule: {res.selection_rule}; entropy {s.entropy_bits:,.0f} bits ({s.entropy_bits / n:.3f} bits/weight)",
+             f"{'codec':8s} {'file bits':>10s} {'bits/w':>7s} {'ratio':>7s} {'exact':>6s} {'val acc %':>9s} {'test acc %':>10s}"]
     for r in res.codec_rows:
         lines.append(f"{r.codec:8s} {r.file_bits:10,d} {r.bits_per_weight:7.3f} {r.compression_ratio:6.1f}× "
-                     f"{str(r.decoded_exact):>6s} {100 * r.decoded_accuracy:11.2f} %")
+                     f"{str(r.decoded_exact):>6s} {_pct(r.decoded_val_accuracy):>9s} {_pct(r.decoded_accuracy):>10s}")
     lines.append(f"(ratios against 32 × {n:,} = {32 * n:,} bits of float32)")
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from metaq_utils.fileformat import CompressedFileError, read_compressed
 from metaq_utils.grid import Grid
 from metaq_utils.networks import build_model
 from metaq_utils.pipeline import compress_model, format_table, load_any, model_from_compressed, run_pipeline
-from metaq_utils.ptq import model_vector, quantize_model, select_point, sweep_cq, SweepPoint
+from metaq_utils.ptq import check_clean_validation, model_vector, quantize_model, select_point, sweep_cq, SweepPoint
 from metaq_utils.regularizer import METaQConfig
 from metaq_utils.training import TrainConfig, evaluate
 
@@ -26,19 +26,70 @@ def test_pipeline_end_to_end_small(small_mnist, tmp_path):
     assert {r.codec for r in res.codec_rows} == {"huffman", "range", "gzip9", "zstd22", "raw"}
     for row in res.codec_rows:
         assert row.decoded_exact
-        assert row.decoded_accuracy == pytest.approx(res.selected.accuracy)    # same model, same accuracy
+        assert row.decoded_val_accuracy == pytest.approx(res.selected.accuracy)   # same model, same accuracy
+        assert row.decoded_accuracy == pytest.approx(res.test_accuracy)           # test, once, after selection
         f = tmp_path / "after" / f"t_CQ{res.selected.C_Q}.{row.codec}.mtq"
         assert f.stat().st_size * 8 == row.file_bits                           # sizes are whole files
     assert [p.C_Q for p in res.sweep] == [4, 8, 16, 32] and all(p.file_bits for p in res.sweep)
-    assert "range" in format_table(res) and "1,421,632" in format_table(res)
+    table = format_table(res)
+    assert "range" in table and "1,421,632" in table
+    assert "val acc %" in table and "test acc %" in table and "selected on VALIDATION" in table
+
+
+def test_pipeline_selects_on_validation_and_tests_once_after(small_mnist, tmp_path):
+    """The sweep and the selection use the validation split; the test set only scores the selected models."""
+    cfg = TrainConfig(epochs=1, seed=0, augment=False)
+    res = run_pipeline(small_mnist, cfg, METaQConfig(), name="v", cq_values=[4, 8, 16], tolerance=0.05,
+                       before_dir=tmp_path / "b", after_dir=tmp_path / "a", progress=False, codecs=["range"])
+    assert res.selection == "validation" and res.split == small_mnist.split
+    assert all(p.evaluated_on == "validation" for p in res.sweep)
+    assert all("test_accuracy" not in r and r["selection"] == "validation" for r in res.train_history)
+    unq = load_checkpoint(tmp_path / "b" / "v.pt")
+    assert unq.config["selection"] == "validation" and unq.metrics["epoch"] == res.best_epoch
+    model = unq.build_model()
+    assert res.unquantized_val_accuracy == evaluate(model, small_mnist.val_x, small_mnist.val_y)["accuracy"]
+    assert res.unquantized_test_accuracy == evaluate(model, small_mnist.test_x, small_mnist.test_y)["accuracy"]
+    q = load_checkpoint(res.after_path)
+    qm = q.build_model()
+    assert res.selected.accuracy == res.val_accuracy == evaluate(qm, small_mnist.val_x, small_mnist.val_y)["accuracy"]
+    assert res.test_accuracy == evaluate(qm, small_mnist.test_x, small_mnist.test_y)["accuracy"]
+    assert q.config["selection"] == "validation" and q.metrics["selection"] == "validation"
+    assert q.config["split"]["val_indices_sha256"] == small_mnist.split["val_indices_sha256"]
+    assert q.metrics["val_accuracy"] == res.val_accuracy and q.metrics["test_accuracy"] == res.test_accuracy
+    d = res.to_dict()
+    assert d["selection"] == "validation" and {"val_accuracy", "test_accuracy", "unquantized_val_accuracy",
+                                               "unquantized_test_accuracy", "split"} <= set(d)
+
+
+def test_pipeline_select_on_test_marks_everything(small_mnist, tmp_path):
+    cfg = TrainConfig(epochs=1, seed=0, augment=False)
+    res = run_pipeline(small_mnist, cfg, METaQConfig(), name="t", cq_values=[4, 8], tolerance=0.05,
+                       before_dir=tmp_path / "b", after_dir=tmp_path / "a", progress=False, codecs=["range"],
+                       select_on="test")
+    assert res.selection == "test" and all(p.evaluated_on == "test" for p in res.sweep)
+    assert all(r["selection"] == "test" for r in res.train_history)
+    assert res.selected.accuracy == res.test_accuracy
+    for path in (tmp_path / "b" / "t.pt", res.after_path):
+        ck = load_checkpoint(path)
+        assert ck.config["selection"] == "test" and ck.metrics["selection"] == "test"
+    assert "selected on TEST" in format_table(res) and res.to_dict()["selection"] == "test"
+
+
+def test_pipeline_without_validation_split_needs_explicit_test(small_mnist, tmp_path):
+    from metaq_utils.data import MNISTTensors
+    data = MNISTTensors(small_mnist.train_x[:256], small_mnist.train_y[:256], small_mnist.test_x, small_mnist.test_y)
+    with pytest.raises(ValueError, match="no validation split"):
+        run_pipeline(data, TrainConfig(epochs=1), METaQConfig(), before_dir=tmp_path, after_dir=tmp_path, progress=False)
 
 
 def test_sweep_point_accuracy_is_that_of_the_quantized_model(small_mnist):
     torch.manual_seed(0)
     m = build_model("lenet5")
-    pts = sweep_cq(m, small_mnist.test_x, small_mnist.test_y, [3, 7], w0=-0.11, r=1.114, progress=False)
+    pts = sweep_cq(m, small_mnist.val_x, small_mnist.val_y, [3, 7], evaluated_on="validation", w0=-0.11, r=1.114,
+                   progress=False)
     q, idx = quantize_model(m, Grid(-0.11, 1.114, 7))
-    assert pts[1].accuracy == evaluate(q, small_mnist.test_x, small_mnist.test_y)["accuracy"]
+    assert pts[1].accuracy == evaluate(q, small_mnist.val_x, small_mnist.val_y)["accuracy"]
+    assert all(p.evaluated_on == "validation" for p in pts)
     assert pts[1].used_buckets == len(np.unique(idx))
     # every quantized weight is a bucket centre
     assert set(model_vector(q).astype(np.float32).tolist()) <= set(Grid(-0.11, 1.114, 7).v.astype(np.float32).tolist())
@@ -50,6 +101,33 @@ def test_select_point_rule():
     assert select_point(pts, 0.991, 0.0).C_Q == 32
     with pytest.raises(ValueError, match="no C_Q reaches"):
         select_point(pts, 0.999, 0.0)
+
+
+def test_selection_functions_take_the_validation_split(small_mnist):
+    """sweep_cq must be told which split it scores; select_point refuses test-scored points
+    unless the test selection is explicit."""
+    m = build_model("lenet5")
+    with pytest.raises(TypeError, match="evaluated_on"):
+        sweep_cq(m, small_mnist.test_x, small_mnist.test_y, [3], w0=-0.11, r=1.114, progress=False)
+    with pytest.raises(ValueError, match="select_on must be"):
+        sweep_cq(m, small_mnist.val_x, small_mnist.val_y, [3], evaluated_on="train", w0=-0.11, r=1.114, progress=False)
+    test_pts = [SweepPoint(8, 0.985, 100, 8, evaluated_on="test"), SweepPoint(16, 0.99, 200, 16, evaluated_on="test")]
+    with pytest.raises(ValueError, match="scored on 'test'.*select_on='test'"):
+        select_point(test_pts, 0.99, 0.01)
+    assert select_point(test_pts, 0.99, 0.01, select_on="test").C_Q == 8
+    val_pts = [SweepPoint(8, 0.985, 100, 8), SweepPoint(16, 0.99, 200, 16)]
+    with pytest.raises(ValueError, match="scored on 'validation'"):
+        select_point(val_pts, 0.99, 0.01, select_on="test")
+
+
+def test_check_clean_validation(small_mnist):
+    check_clean_validation({"split": dict(small_mnist.split)}, small_mnist.split)
+    with pytest.raises(ValueError, match="legacy run"):
+        check_clean_validation({"train": {}}, small_mnist.split)
+    with pytest.raises(ValueError, match="another split"):
+        check_clean_validation({"split": {"val_indices_sha256": "ab"}}, small_mnist.split)
+    with pytest.raises(ValueError, match="no validation split"):
+        check_clean_validation({"split": dict(small_mnist.split)}, {"val_size": 0, "val_indices_sha256": None})
 
 
 def _cli(*args):
@@ -102,3 +180,36 @@ def test_cli_stop_rule_parsing_and_errors():
     for bad in ("x:acc:1", "5:acc", "5:acc::"):
         with pytest.raises(ValueError, match="--stop-rule"):
             _stop_rules(build_parser().parse_args(["train", "--stop-rule", bad]))
+
+
+def test_cli_select_on_option_parses():
+    from metaq_utils.__main__ import build_parser
+    for cmd in (["train"], ["pipeline"], ["quantize", "x.pt"]):
+        assert build_parser().parse_args(cmd).select_on == "validation"
+        assert build_parser().parse_args(cmd + ["--select-on", "test"]).select_on == "test"
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(cmd + ["--select-on", "train"])
+
+
+def test_cli_quantize_selects_on_validation_and_marks_test(tmp_path, mnist):
+    torch.manual_seed(3)
+    m = build_model("lenet5")
+    legacy = save_checkpoint(tmp_path / "legacy.pt", m, "lenet5", config={"train": {}})
+    # a legacy checkpoint (no split recorded: trained on all 60k) cannot be selected on validation
+    r = _cli("quantize", str(legacy), "--max-cq", "4", "--tolerance", "1", "--out", str(tmp_path / "q0.pt"), "--w0", "-0.11", "--r", "1.114")
+    assert r.returncode == 2 and "contaminated" in r.stderr
+    r = _cli("quantize", str(legacy), "--max-cq", "4", "--tolerance", "1", "--out", str(tmp_path / "q1.pt"), "--select-on", "test",
+             "--w0", "-0.11", "--r", "1.114")
+    assert r.returncode == 0, r.stderr
+    q1 = load_checkpoint(tmp_path / "q1.pt")
+    assert q1.metrics["selection"] == q1.config["selection"] == "test" and q1.metrics["cq_selection"] == "test"
+    # a checkpoint trained with the split held out: selection on validation, test measured once after
+    clean = save_checkpoint(tmp_path / "clean.pt", m, "lenet5",
+                            config={"train": {}, "split": dict(mnist.split), "selection": "validation"})
+    r = _cli("quantize", str(clean), "--max-cq", "4", "--tolerance", "1", "--out", str(tmp_path / "q2.pt"), "--w0", "-0.11", "--r", "1.114")
+    assert r.returncode == 0, r.stderr
+    q2 = load_checkpoint(tmp_path / "q2.pt")
+    assert q2.metrics["selection"] == "validation" and q2.metrics["cq_selection"] == "validation"
+    qm = q2.build_model()
+    assert q2.metrics["test_accuracy"] == evaluate(qm, mnist.test_x, mnist.test_y)["accuracy"]
+    assert q2.metrics["val_accuracy"] == evaluate(qm, mnist.val_x, mnist.val_y)["accuracy"]
