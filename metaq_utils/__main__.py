@@ -7,7 +7,7 @@
   compress CKPT             quantize and write a compressed model file
   decompress FILE           compressed file → plain state_dict file (torch.save)
   evaluate PATH             a checkpoint or a compressed file → accuracy, size, ratio (--json)
-  batch FILE                run notebooks with parameter sets through papermill into runs/
+  batch FILE                run notebooks with parameter sets (papermill, on Dask) into runs/
 """
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     g.add_argument("--init", default="uniform", choices=["uniform", "default"],
                    help="uniform in [w0 - r, w0 + r] (thesis) or PyTorch's default")
     m = p.add_argument_group("METaQ term")
-    m.add_argument("--variant", default="thesis", choices=list(VARIANTS) + ["plain"],
-                   help="'plain' trains without any regularizer")
+    m.add_argument("--variant", default="reference", choices=list(VARIANTS) + ["plain"],
+                   help="'reference': METaQ as its reference code runs it (metaq_utils/reference.py); "
+                        "'plain' trains without any regularizer; the others: metaq_utils/regularizer.py")
     m.add_argument("--C", type=int, default=6)
     m.add_argument("--w0", type=float, default=-0.11)
     m.add_argument("--r", type=float, default=1.114)
@@ -43,6 +44,7 @@ def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     m.add_argument("--method", default="fista", choices=["dss", "fista", "pbm_thesis", "bundle"])
     m.add_argument("--iterations", type=int, default=15)
     m.add_argument("--zeta", type=float, default=1e5)
+    _add_xi_args(m)
     p.add_argument("--stop-rule", action="append", default=[], metavar="EPOCH:METRIC:MIN[:MAX]",
                    help="abandon the run if at EPOCH the METRIC is below MIN (or above MAX; leave MIN empty), "
                         "e.g. 5:val_accuracy:0.97 or 20:entropy_grid_bits::60000; repeatable")
@@ -53,6 +55,31 @@ def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     p.add_argument("--checkpoint", default=None, help="last-epoch checkpoint, for --resume")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
+
+
+def _add_xi_args(m) -> None:
+    """The dual solver's start and return rules (None: the variant's own, see regularizer.py)."""
+    m.add_argument("--xi-start", default=None, choices=["constant", "sorted_uniform", "given"],
+                   help="first start of the dual solve (default: the variant's rule)")
+    m.add_argument("--xi0", default=None, metavar="A,B,...", help="the given start: C comma-separated values")
+    m.add_argument("--xi-return", default=None, choices=["best", "last"],
+                   help="return the best evaluated point or the last iterate (default: the variant's rule)")
+    m.add_argument("--xi-seed", type=int, default=None,
+                   help="seed of the sorted-uniform start (default: the training seed)")
+    m.add_argument("--head-sign", action="store_true",
+                   help="reference variant: add −λ(1−α)β as the reference repository's HEAD does")
+
+
+def _xi_kwargs(args) -> dict:
+    xi0 = None
+    if args.xi0:
+        try:
+            xi0 = tuple(float(x) for x in args.xi0.split(","))
+        except ValueError:
+            raise SystemExit(f"--xi0 {args.xi0!r}: expected comma-separated numbers")
+    seed = args.xi_seed if args.xi_seed is not None else getattr(args, "seed", 0)
+    return {"xi_start": "given" if xi0 is not None else args.xi_start, "xi0": xi0,
+            "xi_return": args.xi_return, "xi_seed": seed, "head_sign": args.head_sign}
 
 
 def _stop_rules(args):
@@ -79,7 +106,7 @@ def _configs(args):
                             lr_schedule=args.lr_schedule)
     metaq = None if args.variant == "plain" else METaQConfig(
         C=args.C, w0=args.w0, r=args.r, lam=args.lam, alpha=args.alpha, R=args.R, method=args.method,
-        iterations=args.iterations, zeta=args.zeta, variant=args.variant)
+        iterations=args.iterations, zeta=args.zeta, variant=args.variant, **_xi_kwargs(args))
     return train_cfg, metaq
 
 
@@ -228,9 +255,61 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_dual(args) -> int:
+    """K successive warm-started dual solves on a checkpoint's weights, on the variant's grid."""
+    import numpy as np
+    from .checkpoints import load_checkpoint
+    from .reference import beta_summary
+    from .regularizer import METaQConfig, METaQRegularizer
+    ck = load_checkpoint(args.checkpoint)
+    grid = ck.grid or {}
+    w0 = args.w0 if args.w0 is not None else grid.get("w0", -0.11)
+    r = args.r if args.r is not None else grid.get("r", 1.114)
+    C = args.C if args.C is not None else grid.get("C", 6)
+    if args.variant in ("none", "adjacent"):
+        raise SystemExit(f"dual: variant {args.variant!r} has no dual solve")
+    cfg = METaQConfig(C=int(C), w0=float(w0), r=float(r), method=args.method, iterations=args.iterations,
+                      zeta=args.zeta, variant=args.variant, **_xi_kwargs(args))
+    model = ck.build_model()
+    reg = METaQRegularizer(model, cfg)
+    w = np.concatenate([p.detach().reshape(-1).numpy() for p in reg.params])
+    v = cfg.dual_grid_v
+    steps = []
+    for _ in range(args.steps):
+        beta = reg.entropy_gradient(w)
+        steps.append({"xi": [float(x) for x in reg.xi], "phi": float(reg.last_value),
+                      "beta": beta_summary(beta)})
+    out = {"checkpoint": str(args.checkpoint), "variant": cfg.variant, "grid": {"w0": cfg.w0, "r": cfg.r, "C": cfg.C},
+           "dual_grid_v": [float(x) for x in v], "start_rule": cfg.start_rule, "return_rule": cfg.return_rule,
+           "n": int(w.size), "share_above_grid": float(np.mean(w > v[-1])),
+           "share_below_grid": float(np.mean(w < v[0])), "steps": steps}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{args.checkpoint}: variant {cfg.variant} (start {cfg.start_rule}, return {cfg.return_rule}), "
+              f"n = {w.size:,}, {100 * out['share_above_grid']:.1f} % above v_(C-1), "
+              f"{100 * out['share_below_grid']:.1f} % below v_0")
+        for k, st in enumerate(steps, 1):
+            b = st["beta"]
+            print(f"step {k:3d}  phi {st['phi']:.6g}  beta mean {b['mean']:.4g} std {b['std']:.3g} "
+                  f"min {b['min']:.4g} max {b['max']:.4g} distinct {b['distinct']}")
+    return 0
+
+
 def _cmd_batch(args) -> int:
+    import signal
+
     from .batch import format_summary, run_batch
-    rows = run_batch(args.file, args.runs_dir, kernel_name=args.kernel, dry_run=args.dry_run)
+
+    def _terminate(signum, frame):   # SIGTERM stops a batch like Ctrl-C: finished runs are kept
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        rows = run_batch(args.file, args.runs_dir, kernel_name=args.kernel, dry_run=args.dry_run,
+                         scheduler=args.scheduler, n_workers=args.workers)
+    except KeyboardInterrupt as e:
+        print(f"\ninterrupted: {e or 'run the same command again to resume'}", file=sys.stderr)
+        return 130
     print()
     print(format_summary(rows))
     return 0 if all(r.get("status", "ok") == "ok" for r in rows) else 1
@@ -285,6 +364,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None)
     c.set_defaults(func=_cmd_compress)
 
+    dl = sub.add_parser("dual", help="K warm-started dual solves on a checkpoint's weights: what β the term adds")
+    dl.add_argument("checkpoint")
+    dl.add_argument("--variant", default="reference", choices=["reference", "thesis", "flipped", "sorted",
+                                                                 "constant_best"])
+    dl.add_argument("--steps", type=int, default=1, help="successive warm-started solves (K)")
+    dl.add_argument("--method", default="fista", choices=["dss", "fista", "pbm_thesis", "bundle"])
+    dl.add_argument("--iterations", type=int, default=15)
+    dl.add_argument("--zeta", type=float, default=1e5)
+    dl.add_argument("--C", type=int, default=None, help="default: the checkpoint's grid (else 6)")
+    dl.add_argument("--w0", type=float, default=None, help="default: the checkpoint's grid (else -0.11)")
+    dl.add_argument("--r", type=float, default=None, help="default: the checkpoint's grid (else 1.114)")
+    dl.add_argument("--seed", type=int, default=0, help="seed of the sorted-uniform start")
+    _add_xi_args(dl)
+    dl.add_argument("--json", action="store_true", help="print one JSON object")
+    dl.set_defaults(func=_cmd_dual)
+
     x = sub.add_parser("decompress", help="compressed file → plain state_dict file")
     x.add_argument("file")
     x.add_argument("--out", default=None)
@@ -294,11 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("path")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_evaluate)
-    b = sub.add_parser("batch", help="run notebooks with parameter sets (papermill) into runs/")
+    b = sub.add_parser("batch", help="run notebooks with parameter sets (papermill, on Dask) into runs/; "
+                       "resumes an earlier run of the same batch")
     b.add_argument("file", help="batch file (JSON), see metaq_utils/batch.py")
     b.add_argument("--runs-dir", default="runs")
     b.add_argument("--kernel", default=None, help="Jupyter kernel (default: the notebook's)")
-    b.add_argument("--dry-run", action="store_true", help="list the runs without executing them")
+    b.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) without executing them")
+    b.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="run on this existing Dask cluster (default: a local cluster started for the batch)")
+    b.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes of the local cluster, one thread each (default: one per core)")
     b.set_defaults(func=_cmd_batch)
     return p
 
