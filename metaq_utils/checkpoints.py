@@ -11,6 +11,8 @@ A checkpoint is a plain dict saved with ``torch.save`` (loadable with ``weights_
 ``metrics``               JSON-like metrics (accuracy, entropy, ...)
 ``grid``                  ``{"w0", "r", "C"}`` (:meth:`Grid.to_dict`) when a bucket grid is relevant
                           (the training grid, or the quantization grid), else None; validated
+``preprocessing``         what the network expects as input (:meth:`Preprocessing.to_dict`), by
+                          default the architecture's; None in checkpoints saved before it existed
 ``versions``, ``commit``  library versions and the project's git commit
 ``training_state``        optional: optimizer, RNG states, epoch, regularizer, history
 ========================  ==========================================================
@@ -36,6 +38,7 @@ import torch
 from .atomic import atomic_write_bytes
 from .grid import Grid
 from .networks import build_model, count_parameters
+from .preprocessing import Preprocessing, preprocessing_for
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "state_hash",
            "atomic_write_bytes", "library_versions", "project_commit", "REPO_ROOT",
@@ -95,6 +98,7 @@ class Checkpoint:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, Any] | None = None
+    preprocessing: dict[str, Any] | None = None   # None: an older checkpoint that did not record it
     versions: dict[str, str] = field(default_factory=dict)
     commit: str | None = None
     training_state: dict[str, Any] | None = None
@@ -103,6 +107,14 @@ class Checkpoint:
     def grid_value(self) -> Grid | None:
         """``grid`` as a :class:`Grid` (None when the checkpoint has none, e.g. plain training)."""
         return None if self.grid is None else Grid.from_dict(self.grid)
+
+    @property
+    def input_preprocessing(self) -> Preprocessing | None:
+        """The recorded preprocessing, or for an older checkpoint that did not record one the
+        architecture's (:func:`metaq_utils.preprocessing.preprocessing_for`)."""
+        if self.preprocessing is not None:
+            return Preprocessing.from_dict(self.preprocessing)
+        return preprocessing_for(self.arch)
 
     def build_model(self) -> torch.nn.Module:
         """Rebuild the architecture and load the verified weights into it."""
@@ -114,12 +126,15 @@ class Checkpoint:
 def save_checkpoint(path: str | os.PathLike, model_or_state: torch.nn.Module | Mapping[str, torch.Tensor],
                     arch: str, *, config: Mapping[str, Any] | None = None,
                     metrics: Mapping[str, Any] | None = None, grid: Grid | Mapping[str, Any] | None = None,
-                    training_state: Mapping[str, Any] | None = None) -> Path:
+                    training_state: Mapping[str, Any] | None = None,
+                    preprocessing: Preprocessing | Mapping[str, Any] | str | None = "arch") -> Path:
     """Save a verified checkpoint atomically and return its path.
 
     The state dict is checked against ``arch`` (names, shapes, parameter count) and ``grid`` (a
     :class:`Grid` or its dict) is validated before anything is written, so a mismatched
-    checkpoint is never produced.
+    checkpoint is never produced. ``preprocessing``: the input the network expects — ``"arch"``
+    (default) the architecture's (:data:`metaq_utils.preprocessing.ARCH_PREPROCESSING`), a
+    :class:`Preprocessing` or its dict, or None.
     """
     state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
     state = {k: v.detach().cpu().clone() for k, v in state.items()}
@@ -133,12 +148,23 @@ def save_checkpoint(path: str | os.PathLike, model_or_state: torch.nn.Module | M
             grid = (grid if isinstance(grid, Grid) else Grid.from_dict(grid)).to_dict()
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"refusing to save: invalid grid {grid!r} ({e})") from None
+    if isinstance(preprocessing, str):
+        if preprocessing != "arch":
+            raise CheckpointError(f"refusing to save: preprocessing must be 'arch', a Preprocessing, "
+                                  f"a dict or None, got {preprocessing!r}")
+        preprocessing = preprocessing_for(arch)
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        try:
+            preprocessing = Preprocessing.from_dict(preprocessing)
+        except ValueError as e:
+            raise CheckpointError(f"refusing to save: {e}") from None
     payload = {
         "format": FORMAT, "version": VERSION, "arch": arch,
         "n_params": count_parameters(reference), "state_dict": state,
         "content_hash": state_hash(arch, state),
         "config": _plain(config or {}), "metrics": _plain(metrics or {}),
         "grid": grid,
+        "preprocessing": preprocessing.to_dict() if preprocessing is not None else None,
         "versions": library_versions(), "commit": project_commit(),
         "training_state": dict(training_state) if training_state is not None else None,
     }
@@ -212,7 +238,13 @@ def load_checkpoint(path: str | os.PathLike, *, expected_arch: str | None = None
             grid = Grid.from_dict(grid).to_dict()
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: invalid grid {grid!r} ({e})") from None
+    pre = raw.get("preprocessing")
+    if pre is not None:
+        try:
+            pre = Preprocessing.from_dict(pre).to_dict()
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
     return Checkpoint(path=path, arch=arch, n_params=n, state_dict=state, content_hash=digest,
                       config=raw.get("config") or {}, metrics=raw.get("metrics") or {},
-                      grid=grid, versions=raw.get("versions") or {}, commit=raw.get("commit"),
+                      grid=grid, preprocessing=pre, versions=raw.get("versions") or {}, commit=raw.get("commit"),
                       training_state=raw.get("training_state"))

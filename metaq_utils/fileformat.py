@@ -1,4 +1,4 @@
-"""The METaQ compressed model file, format version 1 — every reported size is this file's size.
+"""The METaQ compressed model file, format version 2 — every reported size is this file's size.
 
 A file holds the parameters of one network (every trainable tensor, in ``model.parameters()``
 order), quantized and entropy-coded; decoding gives back exactly (bit for bit) the float32
@@ -10,9 +10,12 @@ Layout (all integers are unsigned LEB128 varints unless a width is given; floats
 
     offset  size  field
     0       3     magic b"MTQ"
-    3       1     format version (1)
+    3       1     format version (2; version 1 files are read too, see below)
     4       v     L = total file length in bytes, this field and the checksum included
     .       v     len(arch), then the architecture name (UTF-8)
+    .       1     input preprocessing (version 2 only): 0 none recorded; 1 per-channel normalisation
+                  of input images in [0, 1] (pixel / 255, channels first): x' = (x − mean_c)/std_c,
+                  then v K = channels, K × float32 mean, K × float32 std; other values reserved
     .       v     T = number of tensors; per tensor: ndim, then ndim dims
     .       v     G = number of groups; per group:
                     1   flags: bits 0-1 storage mode (0 dense, 1 sparse, 2 float32)
@@ -44,6 +47,13 @@ Grids are stored as float32 when ``w0`` and ``r`` are exactly representable in f
 float64 (``GroupSpec.grid_precision``), so the decoded grid is the writer's grid and the decoded
 weights equal ``quantize_array(w, grid)``. Bucket centres are rounded once to float32.
 
+Version 1 is version 2 without the preprocessing byte (and block): it records no preprocessing
+(:attr:`CompressedModel.preprocessing` is None). The writer writes version 2 unless asked for 1.
+The preprocessing is stored as float32, the precision in which float32 images are normalised
+(``(x − 0.1307)/0.3081`` on a float32 tensor uses float32(0.1307)), so a model rebuilt from the
+file (:func:`metaq_utils.networks.model_from_compressed` with ``raw_input=True``) gives exactly
+the predictions of the network fed as during training. It costs 10 bytes for MNIST (K = 1).
+
 Robustness: :func:`read_compressed` raises only :class:`CompressedFileError` for anything wrong
 with the bytes (bad magic, unsupported version, truncation/trailing data via the length field,
 checksum mismatch, and — for checksum-valid but inconsistent files — every count/length is
@@ -63,11 +73,13 @@ import numpy as np
 from metaq_utils.atomic import atomic_write_bytes
 from metaq_utils.codecs import ByteReader, CodecError, codec_by_id, encode_varint, get_codec
 from metaq_utils.grid import Grid, check_finite
+from metaq_utils.preprocessing import Preprocessing, preprocessing_for
 from metaq_utils.quantization import dequantize, nearest_indices, quantize_indices
 
 __all__ = [
     "MAGIC",
     "VERSION",
+    "READABLE_VERSIONS",
     "CompressedFileError",
     "GroupSpec",
     "GroupInfo",
@@ -81,7 +93,9 @@ __all__ = [
 ]
 
 MAGIC = b"MTQ"
-VERSION = 1
+VERSION = 2  # what the writer writes
+READABLE_VERSIONS = (1, 2)
+FILE_INPUT = "images in [0, 1], channels first"  # the input convention of the preprocessing block
 
 MAX_ARCH_LEN = 255  # bytes of UTF-8
 MAX_TENSORS = 65_536
@@ -90,6 +104,8 @@ MAX_DIM = 2**31
 DEFAULT_MAX_PARAMS = 2**28  # reader refuses files that would decode to more parameters
 MAX_CODEBOOK = 2**24
 MAX_GAP = 2**24
+MAX_CHANNELS = 255
+_PRE_NONE, _PRE_NORMALIZE = 0, 1
 
 _MODES = ("dense", "sparse", "float32")
 _KIND_GRID32, _KIND_GRID64, _KIND_TABLE, _KIND_NONE = 0, 1, 2, 3
@@ -153,7 +169,9 @@ class GroupInfo:
 @dataclass(frozen=True, eq=False)
 class CompressedModel:
     """A decoded file. ``tensors``: float32 arrays in parameter order, each its own writable
-    buffer; ``shapes`` as stored; ``groups`` with codebooks, codecs and byte counts."""
+    buffer; ``shapes`` as stored; ``groups`` with codebooks, codecs and byte counts;
+    ``preprocessing``: the input normalisation recorded in the file (None: a version 1 file, or
+    none recorded)."""
 
     arch: str
     version: int
@@ -161,6 +179,7 @@ class CompressedModel:
     tensors: list[np.ndarray]
     groups: tuple[GroupInfo, ...]
     file_bytes: int
+    preprocessing: Preprocessing | None = None
 
     @property
     def file_bits(self) -> int:
@@ -177,7 +196,7 @@ class CompressedModel:
 
     @property
     def overhead_bytes(self) -> int:
-        """Bytes that are not coded payload: magic, version, length, arch, shapes, group headers,
+        """Bytes that are not coded payload: magic, version, length, arch, preprocessing, shapes, group headers,
         codebooks, checksum."""
         return self.file_bytes - sum(g.payload_bytes for g in self.groups)
 
@@ -370,16 +389,41 @@ def _validate_model(arch: str, tensors) -> tuple[bytes, list[np.ndarray]]:
     return arch_b, arrays
 
 
-def encode_compressed(arch: str, tensors: Sequence, groups: GroupSpec | Sequence[GroupSpec]) -> bytes:
+def _preprocessing_bytes(pre: Preprocessing | None) -> bytes:
+    if pre is None:
+        return bytes([_PRE_NONE])
+    if pre.channels > MAX_CHANNELS:
+        raise ValueError(f"preprocessing has {pre.channels} channels, at most {MAX_CHANNELS} allowed")
+    mean, std = np.asarray(pre.mean, "<f4"), np.asarray(pre.std, "<f4")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise ValueError(f"preprocessing {pre} cannot be stored in float32")
+    return bytes([_PRE_NORMALIZE]) + encode_varint(pre.channels) + mean.tobytes() + std.tobytes()
+
+
+def encode_compressed(arch: str, tensors: Sequence, groups: GroupSpec | Sequence[GroupSpec], *,
+                      preprocessing: Preprocessing | str | None = "arch", version: int = VERSION) -> bytes:
     """The whole compressed file as bytes (see the module docstring for the layout).
 
     ``tensors``: the parameters in ``model.parameters()`` order (NumPy arrays or torch tensors,
     converted to float32). ``groups``: one :class:`GroupSpec` or a list covering every tensor
-    exactly once. ``ValueError`` for invalid inputs (NaN/inf weights, unknown codec, ...).
+    exactly once. ``preprocessing``: the input normalisation to record — ``"arch"`` (default)
+    the architecture's (:func:`metaq_utils.preprocessing.preprocessing_for`, none for a name
+    not in its table), a :class:`Preprocessing`, or None. ``version``: 2, or 1 for the old
+    layout (no preprocessing recorded; ``preprocessing`` is then ignored).
+    ``ValueError`` for invalid inputs (NaN/inf weights, unknown codec, ...).
     """
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"version must be one of {READABLE_VERSIONS}, got {version!r}")
     arch_b, arrays = _validate_model(arch, tensors)
+    if isinstance(preprocessing, str):
+        if preprocessing != "arch":
+            raise ValueError(f"preprocessing must be 'arch', a Preprocessing or None, got {preprocessing!r}")
+        preprocessing = preprocessing_for(arch)
     specs = _normalize_groups(groups, len(arrays))
-    body = bytearray(encode_varint(len(arch_b)) + arch_b + encode_varint(len(arrays)))
+    body = bytearray(encode_varint(len(arch_b)) + arch_b)
+    if version >= 2:
+        body += _preprocessing_bytes(preprocessing)
+    body += encode_varint(len(arrays))
     for a in arrays:
         body += encode_varint(a.ndim) + b"".join(encode_varint(d) for d in a.shape)
     body += encode_varint(len(specs))
@@ -388,7 +432,7 @@ def encode_compressed(arch: str, tensors: Sequence, groups: GroupSpec | Sequence
     total = len(MAGIC) + 1 + 1 + len(body) + 4
     while len(MAGIC) + 1 + len(encode_varint(total)) + len(body) + 4 != total:
         total = len(MAGIC) + 1 + len(encode_varint(total)) + len(body) + 4
-    head = MAGIC + bytes([VERSION]) + encode_varint(total) + bytes(body)
+    head = MAGIC + bytes([version]) + encode_varint(total) + bytes(body)
     data = head + (zlib.crc32(head) & 0xFFFFFFFF).to_bytes(4, "little")
     assert len(data) == total
     return data
@@ -407,10 +451,11 @@ def expected_tensors(tensors: Sequence, groups: GroupSpec | Sequence[GroupSpec])
     return out
 
 
-def write_compressed(path, arch: str, tensors: Sequence, groups: GroupSpec | Sequence[GroupSpec]) -> int:
-    """Encode and write atomically (temp file in the same directory, fsync, ``os.replace``).
-    Returns ``file_bits``, the exact size of the file in bits."""
-    data = encode_compressed(arch, tensors, groups)
+def write_compressed(path, arch: str, tensors: Sequence, groups: GroupSpec | Sequence[GroupSpec], *,
+                     preprocessing: Preprocessing | str | None = "arch") -> int:
+    """Encode (:func:`encode_compressed`) and write atomically (temp file in the same directory,
+    fsync, ``os.replace``). Returns ``file_bits``, the exact size of the file in bits."""
+    data = encode_compressed(arch, tensors, groups, preprocessing=preprocessing)
     atomic_write_bytes(path, data)
     return 8 * len(data)
 
@@ -419,8 +464,8 @@ def write_compressed(path, arch: str, tensors: Sequence, groups: GroupSpec | Seq
 # reading
 
 
-def _check_preamble(data: bytes) -> int:
-    """Magic, version, length and checksum; returns the offset after the length field."""
+def _check_preamble(data: bytes) -> tuple[int, int]:
+    """Magic, version, length and checksum; returns (version, offset after the length field)."""
     if len(data) < len(MAGIC):
         if data and MAGIC.startswith(data):
             raise CompressedFileError(f"truncated: file is {len(data)} bytes, shorter than the 3-byte magic")
@@ -432,8 +477,9 @@ def _check_preamble(data: bytes) -> int:
     if len(data) < len(MAGIC) + 1:
         raise CompressedFileError("truncated: file ends after the magic, no version byte")
     version = data[len(MAGIC)]
-    if version != VERSION:
-        raise CompressedFileError(f"unsupported format version {version} (this reader reads version {VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise CompressedFileError(f"unsupported format version {version} (this reader reads versions "
+                                  f"{', '.join(map(str, READABLE_VERSIONS))})")
     reader = ByteReader(data, CompressedFileError, "file header")
     reader.pos = len(MAGIC) + 1
     try:
@@ -452,7 +498,7 @@ def _check_preamble(data: bytes) -> int:
         raise CompressedFileError(
             f"checksum mismatch: stored CRC-32 0x{stored:08x}, computed 0x{computed:08x} (file corrupted)"
         )
-    return reader.pos
+    return version, reader.pos
 
 
 def _shape_list(expected_shapes, arch: str):
@@ -489,7 +535,7 @@ def decode_compressed(
 
 
 def _decode(data: bytes, expected_arch, expected_shapes, max_params: int) -> CompressedModel:
-    pos = _check_preamble(data)
+    version, pos = _check_preamble(data)
     r = ByteReader(data[:-4], CompressedFileError, "file")
     r.pos = pos
     arch_len = r.varint(MAX_ARCH_LEN, "architecture name length")
@@ -499,6 +545,7 @@ def _decode(data: bytes, expected_arch, expected_shapes, max_params: int) -> Com
         raise CompressedFileError("corrupted: architecture name is not valid UTF-8") from None
     if expected_arch is not None and arch != expected_arch:
         raise CompressedFileError(f"architecture mismatch: file is {arch!r}, expected {expected_arch!r}")
+    preprocessing = _read_preprocessing(r) if version >= 2 else None
     n_tensors = r.varint(min(MAX_TENSORS, r.remaining), "number of tensors")
     shapes: list[tuple[int, ...]] = []
     total = 0
@@ -536,7 +583,24 @@ def _decode(data: bytes, expected_arch, expected_shapes, max_params: int) -> Com
             tensors[i] = recon[start : start + sizes[i]].reshape(shapes[i]).copy()
             start += sizes[i]
         infos.append(info)
-    return CompressedModel(arch, VERSION, tuple(shapes), tensors, tuple(infos), len(data))
+    return CompressedModel(arch, version, tuple(shapes), tensors, tuple(infos), len(data), preprocessing)
+
+
+def _read_preprocessing(r: ByteReader) -> Preprocessing | None:
+    kind = r.u8()
+    if kind == _PRE_NONE:
+        return None
+    if kind != _PRE_NORMALIZE:
+        raise CompressedFileError(f"corrupted: unknown preprocessing kind {kind}")
+    k = r.varint(min(MAX_CHANNELS, r.remaining // 8), "preprocessing channels")
+    if k == 0:
+        raise CompressedFileError("corrupted: preprocessing with 0 channels")
+    mean = np.frombuffer(r.take(4 * k), dtype="<f4")
+    std = np.frombuffer(r.take(4 * k), dtype="<f4")
+    try:
+        return Preprocessing(FILE_INPUT, tuple(map(float, mean)), tuple(map(float, std)))
+    except ValueError as exc:
+        raise CompressedFileError(f"corrupted: invalid preprocessing ({exc})") from None
 
 
 def _parse_group(r: ByteReader, gi: int, n_groups: int, sizes: list[int], covered: list[bool]) -> dict:

@@ -8,17 +8,27 @@
   (784→300→100→10, ReLU), 266,610 parameters.
 
 Every parameter (weights *and* biases) counts; the flat vector ``w`` of spec §1 is
-``parameters_to_vector(model.parameters())``.
+``parameters_to_vector(model.parameters())`` (:func:`metaq_utils.params.flatten`).
+
+Both networks take MNIST images normalised with the training set's mean and std: the input
+preprocessing of each architecture is :data:`PREPROCESSING` (from
+:mod:`metaq_utils.preprocessing`, torch-free so the file format can record it too), stored in
+every checkpoint and compressed file. :func:`model_from_compressed` with ``raw_input=True``
+rebuilds a decoded model that applies it itself (:class:`Normalize`): it takes images in [0, 1].
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+from .preprocessing import ARCH_PREPROCESSING, Preprocessing, preprocessing_for
+
 __all__ = ["LeNet5", "LeNet300100", "ARCHITECTURES", "build_model", "count_parameters",
-           "parameter_shapes", "EXPECTED_PARAMETERS"]
+           "parameter_shapes", "EXPECTED_PARAMETERS", "PREPROCESSING", "preprocessing_for", "Normalize",
+           "with_preprocessing", "load_parameters", "model_from_compressed"]
 
 
 class LeNet5(nn.Module):
@@ -65,6 +75,10 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
 
 EXPECTED_PARAMETERS = {"lenet5": 44_426, "lenet300100": 266_610}
 
+# The input each architecture expects: {"input": "MNIST 28x28 grayscale in [0,1]", "normalize":
+# {"mean": [0.1307], "std": [0.3081]}} for both (Preprocessing.to_dict()).
+PREPROCESSING: dict[str, Preprocessing] = ARCH_PREPROCESSING
+
 
 def build_model(name: str) -> nn.Module:
     """Instantiate an architecture by name (``'lenet5'`` or ``'lenet300100'``)."""
@@ -83,3 +97,53 @@ def count_parameters(model: nn.Module) -> int:
 def parameter_shapes(name: str) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of each parameter of architecture ``name`` in ``model.parameters()`` order."""
     return [(k, tuple(p.shape)) for k, p in build_model(name).named_parameters()]
+
+
+class Normalize(nn.Module):
+    """``(x − mean_c) / std_c`` per channel, on float32 images (N, C, ...) in [0, 1]: the same
+    float32 arithmetic as :func:`metaq_utils.data.normalize`, so the logits are identical."""
+
+    def __init__(self, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        shape = (1, preprocessing.channels, 1, 1)
+        self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32).view(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def with_preprocessing(net: nn.Module, preprocessing: Preprocessing | None) -> nn.Module:
+    """``nn.Sequential(Normalize(preprocessing), net)``: a model that takes raw images in [0, 1]
+    (``net`` itself when there is no preprocessing)."""
+    return net if preprocessing is None else nn.Sequential(Normalize(preprocessing), net)
+
+
+def load_parameters(model: nn.Module, tensors: Sequence) -> nn.Module:
+    """Copy ``tensors`` (arrays or tensors, in ``model.parameters()`` order) into ``model``'s
+    parameters, in place; ValueError on a count or shape mismatch. Returns the model."""
+    params = list(model.parameters())
+    if len(params) != len(tensors):
+        raise ValueError(f"the model has {len(params)} parameters, {len(tensors)} tensors given")
+    with torch.no_grad():
+        for p, t in zip(params, tensors):
+            if tuple(p.shape) != tuple(t.shape):
+                raise ValueError(f"shape mismatch: {tuple(p.shape)} vs {tuple(t.shape)} in the file")
+            p.copy_(torch.as_tensor(np.asarray(t, dtype=np.float32)))
+    return model
+
+
+def model_from_compressed(cm, *, raw_input: bool = False) -> nn.Module:
+    """Rebuild the architecture of a decoded file (:class:`metaq_utils.fileformat.CompressedModel`)
+    and load its tensors.
+
+    ``raw_input=False``: the bare network, fed normalised images like during training.
+    ``raw_input=True``: the network behind :class:`Normalize` with the preprocessing recorded in the
+    file — or, for a version-1 file that records none, the architecture's (:data:`PREPROCESSING`)
+    — in eval mode: it takes images in [0, 1] and needs nothing from :mod:`metaq_utils.data`.
+    """
+    model = load_parameters(build_model(cm.arch), cm.tensors)
+    if not raw_input:
+        return model
+    pre = getattr(cm, "preprocessing", None) or preprocessing_for(cm.arch)
+    return with_preprocessing(model, pre).eval()

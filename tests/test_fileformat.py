@@ -57,7 +57,8 @@ def test_lenet_round_trip_bit_exact(tmp_path, codec, grid):
     bits = write_compressed(path, "lenet5", ts, metaq_group(grid, codec))
     assert bits == 8 * os.path.getsize(path)
     cm = read_compressed(path, expected_arch="lenet5", expected_shapes=LENET5_SHAPES)
-    assert cm.file_bits == bits and cm.arch == "lenet5" and cm.version == 1
+    assert cm.file_bits == bits and cm.arch == "lenet5" and cm.version == 2
+    assert cm.preprocessing is not None and cm.preprocessing.channels == 1   # recorded for lenet5
     assert cm.shapes == tuple(LENET5_SHAPES) and cm.n_params == 44_426
     assert cm.codecs == (codec,)
     # exactly the quantized tensors, bit for bit
@@ -81,6 +82,7 @@ def test_header_overhead_lenet5_single_group():
         3 + 1  # magic, version
         + len(encode_varint(len(data)))  # total length (2 bytes here)
         + 1 + len("lenet5")  # arch
+        + 1 + 1 + 4 + 4  # preprocessing: kind (normalise), K = 1, mean and std as float32
         + 1 + shapes  # T, shapes
         + 1  # G
         + 1  # flags (dense, grid32, all tensors)
@@ -89,7 +91,7 @@ def test_header_overhead_lenet5_single_group():
         + 4  # CRC-32
     )
     assert 128 <= payload < 16384  # 2-byte payload-length varint
-    assert expected == 62
+    assert expected == 72
     assert cm.overhead_bytes == expected
     assert len(data) == expected + payload
     # a grid not exactly representable in float32 costs 8 more bytes (float64 storage)
@@ -276,7 +278,7 @@ def test_reader_error_messages(lenet_file):
         (b"PK\x03\x04" + data[4:], r"not a METaQ compressed file \(bad magic"),
         (b"\x89PNG\r\n\x1a\n", "bad magic"),
         (data[:3], "truncated: file ends after the magic"),
-        (data[:3] + b"\x02" + data[4:], "unsupported format version 2 .*reads version 1"),
+        (data[:3] + b"\x03" + data[4:], "unsupported format version 3 .*reads versions 1, 2"),
         (data[:-1], f"truncated: expected {len(data)} bytes, got {len(data) - 1}"),
         (data[:100], f"truncated: expected {len(data)} bytes, got 100"),
         (data + b"\0", f"trailing data: expected {len(data)} bytes, got {len(data) + 1}"),
@@ -299,7 +301,7 @@ def _refit(body: bytes) -> bytes:
     total = len(MAGIC) + 1 + 1 + len(body) + 4
     while len(MAGIC) + 1 + len(encode_varint(total)) + len(body) + 4 != total:
         total = len(MAGIC) + 1 + len(encode_varint(total)) + len(body) + 4
-    head = MAGIC + b"\x01" + encode_varint(total) + body
+    head = MAGIC + b"\x02" + encode_varint(total) + body
     return head + zlib.crc32(head).to_bytes(4, "little")
 
 
@@ -313,7 +315,7 @@ def _body(data: bytes) -> bytes:
 def test_checksum_valid_but_inconsistent_files(lenet_file):
     body = _body(lenet_file)
     assert decode_compressed(_refit(body)).file_bits == 8 * len(lenet_file)
-    arch = 1 + 6
+    arch = 1 + 6 + 10  # the name, then the preprocessing block (10 bytes for lenet5)
     shapes_end = arch + 1 + 30
     cases = [
         (body[:-1], "truncated|corrupted"),
@@ -385,7 +387,7 @@ def test_fuzz_bit_flips_garbage_magic_version(fuzz_files):
             _assert_rejected(MAGIC + b"\x01" + garbage)
             count += 2
         for v in range(256):  # every wrong version
-            if v != 1:
+            if v not in (1, 2):
                 with pytest.raises(CompressedFileError, match=f"unsupported format version {v}"):
                     decode_compressed(data[:3] + bytes([v]) + data[4:])
                 count += 1
@@ -448,3 +450,68 @@ def test_fuzz_checksum_valid_mutations_never_crash_or_hang(fuzz_files):
             assert time.perf_counter() - t < 1.0
     assert outcomes["error"] > 0
     assert time.perf_counter() - t0 < 30
+
+
+# --------------------------------------------------------------------------- versions 1 and 2
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def _v1_fixture_model():
+    """What tests/fixtures/v1_probe.mtq holds: written by the version-1 writer (before the format
+    recorded preprocessing) from these tensors and groups."""
+    rng = np.random.default_rng(14)
+    t = [rng.normal(0, 0.3, (4, 5)).astype(np.float32), rng.normal(0, 0.3, 7).astype(np.float32),
+         np.where(rng.random((3, 8)) < 0.6, 0, rng.normal(0, 0.3, (3, 8))).astype(np.float32),
+         rng.normal(0, 1, 3).astype(np.float32)]
+    groups = [GroupSpec(tensors=(0, 1), codebook=Grid(-0.11, 1.114, 6), mode="dense", codec="range"),
+              GroupSpec(tensors=(2,), codebook=np.array([-0.25, 0.0, 0.125, 0.5], np.float32), mode="sparse",
+                        codec="huffman", max_gap=4),
+              GroupSpec(tensors=(3,), mode="float32")]
+    return t, groups
+
+
+def test_version_1_files_are_still_read():
+    data = open(os.path.join(FIXTURES, "v1_probe.mtq"), "rb").read()
+    assert data[:4] == MAGIC + b"\x01"
+    t, groups = _v1_fixture_model()
+    cm = read_compressed(data)
+    assert cm.version == 1 and cm.preprocessing is None and cm.arch == "probe"
+    assert_model(cm, expected_tensors(t, groups))
+    assert [g.mode for g in cm.groups] == ["dense", "sparse", "float32"]
+    # the writer's version-1 layout is that file byte for byte; version 2 adds the preprocessing byte
+    assert encode_compressed("probe", t, groups, version=1) == data
+    v2 = encode_compressed("probe", t, groups)
+    assert len(v2) == len(data) + 1 and read_compressed(v2).preprocessing is None   # 'probe': none known
+    assert_model(read_compressed(v2), expected_tensors(t, groups))
+
+
+def test_preprocessing_is_recorded_in_version_2():
+    from metaq_utils.preprocessing import MNIST_PREPROCESSING, Preprocessing
+    ts = lenet_tensors()
+    cm = read_compressed(encode_compressed("lenet5", ts, metaq_group(GRID32)))
+    assert cm.version == 2
+    assert cm.preprocessing.mean == (float(np.float32(MNIST_PREPROCESSING.mean[0])),)
+    assert cm.preprocessing.std == (float(np.float32(MNIST_PREPROCESSING.std[0])),)
+    rgb = Preprocessing("RGB in [0,1]", (0.5, 0.25, 0.125), (0.5, 1.0, 2.0))   # float32-exact values
+    cm = read_compressed(encode_compressed("lenet5", ts, metaq_group(GRID32), preprocessing=rgb))
+    assert (cm.preprocessing.mean, cm.preprocessing.std) == (rgb.mean, rgb.std)
+    none = encode_compressed("lenet5", ts, metaq_group(GRID32), preprocessing=None)
+    assert read_compressed(none).preprocessing is None
+    assert len(none) == len(encode_compressed("lenet5", ts, metaq_group(GRID32))) - 9
+    with pytest.raises(ValueError, match="version must be one of"):
+        encode_compressed("lenet5", ts, metaq_group(GRID32), version=3)
+
+
+def test_corrupted_preprocessing_block_is_rejected(lenet_file):
+    body = _body(lenet_file)
+    pre = 1 + 6                                   # the block starts after the architecture name
+    assert body[pre : pre + 2] == b"\x01\x01"
+    cases = [
+        (body[:pre] + b"\x02" + body[pre + 1 :], "unknown preprocessing kind 2"),
+        (body[:pre + 1] + b"\x00" + body[pre + 2 :], "preprocessing with 0 channels"),
+        (body[:pre + 6] + np.float32(-1.0).tobytes() + body[pre + 10 :], "invalid preprocessing"),   # std < 0
+    ]
+    for bad, msg in cases:
+        with pytest.raises(CompressedFileError, match=msg):
+            decode_compressed(_refit(bad))
