@@ -31,7 +31,7 @@ import platform
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -40,7 +40,7 @@ from .grid import Grid
 from .networks import build_model, count_parameters
 from .preprocessing import Preprocessing, preprocessing_for
 
-__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "state_hash",
+__all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "find_checkpoint", "state_hash",
            "atomic_write_bytes", "library_versions", "project_commit", "REPO_ROOT",
            "BEFORE_DIR", "AFTER_DIR"]
 
@@ -248,3 +248,20 @@ def load_checkpoint(path: str | os.PathLike, *, expected_arch: str | None = None
                       config=raw.get("config") or {}, metrics=raw.get("metrics") or {},
                       grid=grid, preprocessing=pre, versions=raw.get("versions") or {}, commit=raw.get("commit"),
                       training_state=raw.get("training_state"))
+
+
+def find_checkpoint(folders: Sequence[str | os.PathLike], *, expected_arch: str | None = None) -> Checkpoint | None:
+    """The first loadable checkpoint (``*.pt``, searched recursively) under ``folders``, in the
+    order given and by sorted path within a folder; with ``expected_arch`` only checkpoints of
+    that architecture count. Files that are not valid checkpoints (:class:`CheckpointError`) are
+    skipped; any other error propagates. None when there is none."""
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*.pt")):
+            try:
+                return load_checkpoint(path, expected_arch=expected_arch)
+            except CheckpointError:
+                continue
+    return None

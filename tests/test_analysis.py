@@ -1,4 +1,5 @@
-"""metaq_utils.analysis against independent references (LP, Qhull, CVXPY, probability theory)."""
+"""metaq_utils.studies (the analysis notebooks' code) against independent references (LP, Qhull,
+CVXPY, probability theory); metaq_utils.analysis as its re-export."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from scipy.spatial import ConvexHull
 from metaq_utils import analysis as A
 from metaq_utils import dual
 from metaq_utils.grid import Grid
-from metaq_utils.subproblem import SOLVERS, solve_cutting_plane_scalar, solve_hull
+from metaq_utils.studies import breakpoints as BP
+from metaq_utils.studies import dual_optimum as DO
+from metaq_utils.studies import dual_runs as DR
+from metaq_utils.studies import instances as INS
+from metaq_utils.studies import plots as PL
+from metaq_utils.studies import timing as TM
+from metaq_utils.subproblem import SOLVERS, lower_hull_pava, solve_cutting_plane_scalar, solve_hull
 
 needs_cvxpy = pytest.mark.skipif(importlib.util.find_spec("cvxpy") is None, reason="needs cvxpy")
 
@@ -30,9 +37,9 @@ def _lp(w, v, xi):
 
 
 def test_random_instances_cover_every_case():
-    inst = A.random_instances(600, seed=3)
-    assert {i.xi_model for i in inst} == set(A.INSTANCE_XI_MODELS)
-    assert {i.w_kind for i in inst} == set(A.W_KINDS)
+    inst = INS.random_instances(600, seed=3)
+    assert {i.xi_model for i in inst} == set(INS.INSTANCE_XI_MODELS)
+    assert {i.w_kind for i in inst} == set(INS.W_KINDS)
     assert {2, 1024} <= {i.C for i in inst} and any(not i.uniform for i in inst)
     for i in inst:
         assert np.all(np.diff(i.v) > 0) and i.xi.shape == (i.C,)
@@ -40,7 +47,7 @@ def test_random_instances_cover_every_case():
             assert i.w < i.v[0] or i.w > i.v[-1]
         if i.w_kind in ("grid_value", "hull_vertex", "end"):
             assert i.w in set(i.v.tolist())
-    again = A.random_instances(600, seed=3)
+    again = INS.random_instances(600, seed=3)
     assert all(np.array_equal(a.xi, b.xi) and a.w == b.w for a, b in zip(inst, again))
 
 
@@ -56,7 +63,7 @@ def test_brute_force_vertices_match_qhull(C):
             hull = ConvexHull(np.column_stack([v, xi]))
             lower = hull.equations[:, 1] < 0  # facets whose outward normal points down
             expected = set(hull.simplices[lower].ravel().tolist())
-        assert set(A.brute_force_vertices(v, xi).tolist()) == expected
+        assert set(INS.brute_force_vertices(v, xi).tolist()) == expected
 
 
 def _lp_multiplier_interval(w, v, xi, V, slack):
@@ -75,8 +82,8 @@ def _lp_multiplier_interval(w, v, xi, V, slack):
 
 
 def test_envelope_reference_against_the_lp_and_its_dual():
-    for inst in A.random_instances(300, seed=1, big_C_every=0):
-        V, lo, hi = A.envelope_reference(inst.w, inst.v, inst.xi)
+    for inst in INS.random_instances(300, seed=1, big_C_every=0):
+        V, lo, hi = INS.envelope_reference(inst.w, inst.v, inst.xi)
         wc = float(np.clip(inst.w, inst.v[0], inst.v[-1]))
         val, marg = _lp(wc, inst.v, inst.xi)
         scale = max(1.0, np.abs(inst.xi).max())
@@ -92,8 +99,8 @@ def test_envelope_reference_against_the_lp_and_its_dual():
 
 
 def test_agreement_table_passes_the_package_solvers_and_catches_wrong_ones():
-    inst = A.random_instances(160, seed=5, big_C_every=0)
-    t = A.agreement_table(inst, cvxpy_instances=0)
+    inst = INS.random_instances(160, seed=5, big_C_every=0)
+    t = INS.agreement_table(inst, cvxpy_instances=0)
     assert list(t.index) == ["reference: linprog vs enumeration", *SOLVERS]
     assert (t["failures"] == 0).all() and (t["instances"] == 160).all()
     assert (t.loc[list(SOLVERS), "β inside LP interval"] == 1.0).all()
@@ -110,7 +117,7 @@ def test_agreement_table_passes_the_package_solvers_and_catches_wrong_ones():
         s = solve_hull(w, v, xi)
         return replace(s, theta=np.where(s.lo != s.hi, 0.5 * s.theta, s.theta))
 
-    bad = A.agreement_table(inst, {"off_value": off_value, "off_beta": off_beta, "infeasible": infeasible}, 0)
+    bad = INS.agreement_table(inst, {"off_value": off_value, "off_beta": off_beta, "infeasible": infeasible}, 0)
     assert bad.loc["off_value", "value fails"] == 160
     assert bad.loc["off_beta", "multiplier fails"] > 100
     assert bad.loc["infeasible", "x/feasibility fails"] > 50
@@ -118,15 +125,15 @@ def test_agreement_table_passes_the_package_solvers_and_catches_wrong_ones():
 
 @needs_cvxpy
 def test_agreement_table_with_cvxpy():
-    t = A.agreement_table(A.random_instances(12, seed=9, big_C_every=0), cvxpy_instances=4)
+    t = INS.agreement_table(INS.random_instances(12, seed=9, big_C_every=0), cvxpy_instances=4)
     assert t.loc["cvxpy", "instances"] == 4 and t["failures"].sum() == 0
 
 
 def test_kelley_trace_matches_the_solver_and_brackets_the_optimum():
-    for inst in A.random_instances(300, seed=2):
-        steps = A.kelley_trace(inst.w, inst.v, inst.xi)
+    for inst in INS.random_instances(300, seed=2):
+        steps = INS.kelley_trace(inst.w, inst.v, inst.xi)
         s = solve_cutting_plane_scalar(inst.w, inst.v, inst.xi)
-        V, lo, hi = A.envelope_reference(inst.w, inst.v, inst.xi)
+        V, lo, hi = INS.envelope_reference(inst.w, inst.v, inst.xi)
         scale = max(1.0, np.abs(inst.xi).max())
         last = steps[-1]
         assert last.lam == pytest.approx(float(s.beta[0]), abs=1e-12 * (1 + abs(last.lam)))
@@ -140,12 +147,12 @@ def test_kelley_trace_matches_the_solver_and_brackets_the_optimum():
             assert st.dual_value <= V + 1e-9 * scale
         models = [st.model_value for st in steps]
         assert all(b <= a + 1e-9 * scale for a, b in zip(models, models[1:]))  # the model only drops
-        d = A.dual_1d(np.array([last.lam]), wc, inst.v, inst.xi)
+        d = INS.dual_1d(np.array([last.lam]), wc, inst.v, inst.xi)
         assert d[0] == pytest.approx(V, abs=1e-9 * scale)
 
 
 def test_thesis_timing_comparison_smoke():
-    df = A.thesis_timing_comparison(n_cvxpy=2, n_scalar_c5=50, n_weights_c256=300, repeats=1)
+    df = TM.thesis_timing_comparison(n_cvxpy=2, n_scalar_c5=50, n_weights_c256=300, repeats=1)
     assert df.shape == (6, 8) and (df["our ratio"] > 0).all()
     assert df["thesis ratio"].notna().sum() == 3
 
@@ -157,7 +164,7 @@ def test_breakpoint_counts_random_walk_matches_sparre_andersen():
     """Convex minorant of a random walk with C − 1 exchangeable continuous steps: the faces are the
     cycles of a uniform random permutation, so E[#vertices] = 1 + H_{C−1}, Var = H − H^(2)."""
     C, N = 64, 4000
-    k = A.breakpoint_counts("random_walk", C, N, seed=11)
+    k = BP.breakpoint_counts("random_walk", C, N, seed=11)
     H = sum(1 / j for j in range(1, C))
     H2 = sum(1 / j**2 for j in range(1, C))
     assert abs(k.mean() - (1 + H)) < 4 * math.sqrt((H - H2) / N)
@@ -168,44 +175,44 @@ def test_p_all_vertices_random_walk_exact_formula():
     rng = np.random.default_rng(0)
     C, N = 4, 60_000
     v = np.arange(C, dtype=float)
-    hits = sum(A.brute_force_vertices(v, np.cumsum(rng.normal(size=C))).shape[0] == C for _ in range(N))
-    p = 10 ** A.log10_p_all_vertices_random_walk(C)
+    hits = sum(INS.brute_force_vertices(v, np.cumsum(rng.normal(size=C))).shape[0] == C for _ in range(N))
+    p = 10 ** BP.log10_p_all_vertices_random_walk(C)
     assert p == pytest.approx(1 / 6)
     assert abs(hits / N - p) < 4 * math.sqrt(p * (1 - p) / N)
 
 
-@pytest.mark.parametrize("model", sorted(A.BREAKPOINT_MODELS))
+@pytest.mark.parametrize("model", sorted(BP.BREAKPOINT_MODELS))
 def test_breakpoint_counts_equal_brute_force_and_thesis_method(model):
     C = 32
     rng = np.random.default_rng(1)
     v = Grid(-0.11, 1.114, C).v
     for _ in range(10):
-        xi = A.sample_xi(model, C, rng)
+        xi = BP.sample_xi(model, C, rng)
         assert xi.shape == (C,) and np.isfinite(xi).all()
-        assert len(A.brute_force_vertices(v, xi)) == len(A.lower_hull_pava(v, xi))
-    a = A.breakpoint_counts(model, C, 30, seed=4, hull="pava")
-    b = A.breakpoint_counts(model, C, 30, seed=4, hull="breakpoints")
+        assert len(INS.brute_force_vertices(v, xi)) == len(lower_hull_pava(v, xi))
+    a = BP.breakpoint_counts(model, C, 30, seed=4, hull="pava")
+    b = BP.breakpoint_counts(model, C, 30, seed=4, hull="breakpoints")
     np.testing.assert_array_equal(a, b)
     assert a.min() >= 2 and a.max() <= C
 
 
 def test_log10_beta_sf_against_scipy_and_the_tail_bound():
     for a, b, x in [(3.0, 40.0, 0.3), (7.0, 240.0, 0.1), (2.5, 0.8, 0.9), (20.0, 700.0, 0.08), (5.0, 60.0, 0.6)]:
-        assert A.log10_beta_sf(a, b, x) == pytest.approx(np.log10(stats.beta.sf(x, a, b)), rel=1e-9, abs=1e-9)
+        assert BP.log10_beta_sf(a, b, x) == pytest.approx(np.log10(stats.beta.sf(x, a, b)), rel=1e-9, abs=1e-9)
     # far beyond float64: P(U ≥ x) lies between x^(a−1)·T and T with T = (1−x)^b/(b·B(a, b))
     a, b, x = 7.0, 700.0, 1 - 1 / 512
     T = (b * math.log1p(-x) - math.log(b) - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b)) / math.log(10)
-    val = A.log10_beta_sf(a, b, x)
+    val = BP.log10_beta_sf(a, b, x)
     assert T + (a - 1) * math.log10(x) - 1e-9 <= val <= T + 1e-9 and val < -1000
     with pytest.raises(ValueError):
-        A.log10_beta_sf(2.0, 3.0, 1.0)
+        BP.log10_beta_sf(2.0, 3.0, 1.0)
 
 
-@pytest.mark.parametrize("normalisation", list(A.BETA_NORMALISATIONS))
+@pytest.mark.parametrize("normalisation", list(BP.BETA_NORMALISATIONS))
 def test_fit_beta(normalisation):
     C = 256
-    k = A.breakpoint_counts("iid_normal", C, 800, seed=0)
-    fit = A.fit_beta(k, C, normalisation)
+    k = BP.breakpoint_counts("iid_normal", C, 800, seed=0)
+    fit = BP.fit_beta(k, C, normalisation)
     u = k / C if normalisation == "k/C" else (k - 1.5) / (C - 1)
     a, b, _, _ = stats.beta.fit(u, floc=0, fscale=1)
     assert (fit.a, fit.b) == pytest.approx((a, b))
@@ -213,14 +220,14 @@ def test_fit_beta(normalisation):
     assert total == pytest.approx(1.0, abs=1e-12 if normalisation != "k/C" else 1e-3)
     assert fit.log10_p_all < -100 and np.isfinite(fit.loglik)
     with pytest.raises(ValueError):
-        A.fit_beta(np.array([1, 3]), C)
+        BP.fit_beta(np.array([1, 3]), C)
 
 
 def test_time_hull_methods_smoke_and_loglog_slope():
-    df = A.time_hull_methods(Cs=(8, 16), repeats=1, budget_s=0.01)
+    df = TM.time_hull_methods(Cs=(8, 16), repeats=1, budget_s=0.01)
     assert len(df) == 2 * 2 * 3 and (df["seconds"] > 0).all()
     assert (df[df.xi == "convex"]["vertices"] == df[df.xi == "convex"]["C"]).all()
-    assert A.loglog_slope([1, 10, 100], [3, 300, 30000]) == pytest.approx(2.0)
+    assert TM.loglog_slope([1, 10, 100], [3, 300, 30000]) == pytest.approx(2.0)
 
 
 # ----------------------------------------------------------------------------- the dual
@@ -231,7 +238,7 @@ def test_linear_dual_optimum_against_a_generic_optimizer():
     w = rng.normal(0.05, 0.3, 3000)
     grid = Grid(-0.11, 1.114, 16)
     o = dual.DualOracle(w, grid)
-    xi, val = A.linear_dual_optimum(o)
+    xi, val = DO.linear_dual_optimum(o)
     u = grid.v - grid.v.mean()
     assert np.allclose(np.diff(xi) / np.diff(u), np.diff(xi)[0] / np.diff(u)[0])  # linear in v
     res = minimize(lambda p: -o(p[0] + p[1] * u)[0], [10.0, 0.0], method="Nelder-Mead",
@@ -242,7 +249,7 @@ def test_linear_dual_optimum_against_a_generic_optimizer():
     # flat start c* = n/C, value n·log2(n/C)
     wc = rng.uniform(-0.5, 0.5, 3000)
     wc = wc - wc.mean() + grid.w0
-    xi0, val0 = A.linear_dual_optimum(dual.DualOracle(wc, grid))
+    xi0, val0 = DO.linear_dual_optimum(dual.DualOracle(wc, grid))
     assert val0 == pytest.approx(3000 * math.log2(3000 / 16), rel=1e-12)
     assert np.ptp(xi0) < 1e-9
 
@@ -252,23 +259,23 @@ def test_convex_order_slack_accepts_a_real_split_and_rejects_a_too_narrow_one():
     grid = Grid(0.0, 1.0, 8)
     w = rng.uniform(-1.2, 1.2, 500)
     c_ok = solve_hull(w, grid, rng.normal(size=8)).bucket_mass(8)  # an actual Σ_i x_i
-    s_n, s_v, s_cx = A.convex_order_slack(c_ok, w, grid)
+    s_n, s_v, s_cx = DO.convex_order_slack(c_ok, w, grid)
     assert s_n < 1e-9 and s_v < 1e-9 and s_cx >= -1e-9
     c_bad = np.zeros(8)
     c_bad[3:5] = 250.0  # mean 0 like w, but far less spread than the weights
     c_bad *= 500 / c_bad.sum()
-    assert A.convex_order_slack(c_bad, w, grid)[2] < 0
+    assert DO.convex_order_slack(c_bad, w, grid)[2] < 0
 
 
 @needs_cvxpy
 @pytest.mark.parametrize("C", [4, 8])
 def test_reduced_primal_and_true_optimum_against_the_full_primal(C):
     grid = Grid(-0.11, 1.114, C)
-    for name, w in A.example_weight_sets(90, grid, seed=C).items():
+    for name, w in DR.example_weight_sets(90, grid, seed=C).items():
         full = dual.solve_primal_cvxpy(w, grid)
-        red = A.reduced_primal(w, grid)
+        red = DO.reduced_primal(w, grid)
         assert red.value == pytest.approx(full.value, rel=2e-6), name
-        opt = A.true_optimum(w, grid)
+        opt = DO.true_optimum(w, grid)
         assert opt.value <= full.value + 2e-6 * abs(full.value)  # weak duality
         assert opt.value == pytest.approx(full.value, rel=2e-5), name  # strong duality
         if name == "ends":
@@ -284,17 +291,17 @@ def test_reduced_primal_and_true_optimum_against_the_full_primal(C):
 
 def test_gap_helpers():
     h = np.array([1.0, 5.0, 3.0, 9.0, 9.99])
-    g = A.best_so_far_gap(h, 10.0)
+    g = DR.best_so_far_gap(h, 10.0)
     np.testing.assert_allclose(g, [0.9, 0.5, 0.5, 0.1, 0.001])
-    assert A.iterations_to_gap(h, 10.0, 0.5) == 2 and A.iterations_to_gap(h, 10.0, 1e-4) is None
+    assert DR.iterations_to_gap(h, 10.0, 0.5) == 2 and DR.iterations_to_gap(h, 10.0, 1e-4) is None
 
 
 @needs_cvxpy
 def test_dual_tables_respect_weak_duality():
     rng = np.random.default_rng(0)
     w = rng.normal(0.0, 0.3, 4000)
-    methods = {k: v for k, v in A.TABLE_METHODS.items() if k != "DSS 1000 it"}
-    df, optima = A.dual_tables(w, -0.11, 1.114, Cs=(16, 8), methods=methods)
+    methods = {k: v for k, v in DR.TABLE_METHODS.items() if k != "DSS 1000 it"}
+    df, optima = DR.dual_tables(w, -0.11, 1.114, Cs=(16, 8), methods=methods)
     assert len(df) == 2 * 2 * len(methods)
     assert (df["rel_gap"] >= -1e-10).all()  # no method beats the maximum
     for C, opt in optima.items():
@@ -307,13 +314,40 @@ def test_warm_start_helpers_smoke():
     rng = np.random.default_rng(1)
     w = rng.normal(0.0, 0.3, 3000)
     grid = Grid(-0.11, 1.114, 6)
-    one = A.warm_start_one_step(w, grid, max_iterations=30)
+    one = DR.warm_start_one_step(w, grid, max_iterations=30)
     warm = one[one.start.str.startswith("warm")]
     cold = one[one.start == "ξ = 0"]
     assert (warm["gap at iteration 1"] < 1e-8).all() and (cold["gap at iteration 1"] > 0.5).all()
-    chain = A.warm_start_chain(w, grid, steps=3, iterations=5)
-    assert len(chain) == 2 * len(A.WARM_METHODS) * 3 and chain["certified"].all()
+    chain = DR.warm_start_chain(w, grid, steps=3, iterations=5)
+    assert len(chain) == 2 * len(DR.WARM_METHODS) * 3 and chain["certified"].all()
     assert (chain["rel_gap"] >= 0).all()
+
+
+def test_analysis_re_exports_the_studies_and_the_studies_import_no_torch():
+    import subprocess
+    import sys
+
+    for mod in (INS, BP, TM, DO, DR, PL):
+        for name in mod.__all__:
+            assert getattr(A, name) is getattr(mod, name), name
+    assert len(set(A.__all__)) == len(A.__all__) and "find_lenet5_checkpoint" in A.__all__
+    code = ("import sys; import metaq_utils.analysis, metaq_utils.studies.dual_optimum, metaq_utils.studies.instances, "
+            "metaq_utils.studies.breakpoints, metaq_utils.studies.dual_runs, metaq_utils.studies.timing, "
+            "metaq_utils.studies.plots; assert 'torch' not in sys.modules, 'torch imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_find_checkpoint_skips_only_invalid_checkpoints(tmp_path):
+    from metaq_utils.checkpoints import find_checkpoint, save_checkpoint
+    from metaq_utils.networks import build_model
+
+    assert find_checkpoint([tmp_path / "missing", tmp_path]) is None
+    (tmp_path / "a_junk.pt").write_bytes(b"not a checkpoint")
+    save_checkpoint(tmp_path / "b.pt", build_model("lenet300100"), "lenet300100")
+    save_checkpoint(tmp_path / "c.pt", build_model("lenet5"), "lenet5")
+    assert find_checkpoint([tmp_path]).path.name == "b.pt"
+    assert find_checkpoint([tmp_path], expected_arch="lenet5").path.name == "c.pt"
 
 
 def test_find_lenet5_checkpoint(tmp_path):
@@ -330,30 +364,30 @@ def test_find_lenet5_checkpoint(tmp_path):
 def test_centred_weights_make_the_default_start_optimal():
     grid = Grid(-0.11, 1.114, 32)
     w = np.random.default_rng(4).normal(0.2, 0.5, 5000)
-    wc = A.centred_weights(w, grid)
+    wc = DO.centred_weights(w, grid)
     assert abs(wc.mean() - grid.w0) < 1e-12 and wc.min() > grid.v[0] and wc.max() < grid.v[-1]
     o = dual.DualOracle(wc, grid)
     xi0 = dual.default_xi0(5000, 32)
     assert o(xi0)[0] == pytest.approx(5000 * math.log2(5000 / 32), rel=1e-12)
-    assert A.linear_dual_optimum(o)[1] == pytest.approx(o(xi0)[0], rel=1e-12)
+    assert DO.linear_dual_optimum(o)[1] == pytest.approx(o(xi0)[0], rel=1e-12)
     assert np.abs(o.beta(xi0)).max() == 0.0  # flat ξ: β ≡ 0
 
 
 @needs_cvxpy
 def test_optimum_check_and_convergence_runs():
     grid = Grid(-0.11, 1.114, 6)
-    sets = A.example_weight_sets(60, grid, seed=2)
-    row = A.optimum_check(sets["gaussian"], grid)
+    sets = DR.example_weight_sets(60, grid, seed=2)
+    row = DO.optimum_check(sets["gaussian"], grid)
     assert row["full primal (CVXPY, n×C)"] == pytest.approx(row["dual maximum (ours)"], rel=1e-6)
     assert row["linear ξ certified"] and row["β spread (max − min)"] < 1e-9
     assert row["β spread, full primal (interior w)"] < 1e-3
-    assert not A.optimum_check(sets["ends"], grid, full_primal=False)["linear ξ certified"]
+    assert not DO.optimum_check(sets["ends"], grid, full_primal=False)["linear ξ certified"]
     o = dual.DualOracle(sets["gaussian"], grid)
-    opt = A.true_optimum(sets["gaussian"], grid, oracle=o)
-    runs = A.convergence_runs(o, opt.value, 12)
+    opt = DO.true_optimum(sets["gaussian"], grid, oracle=o)
+    runs = DR.convergence_runs(o, opt.value, 12)
     assert set(runs["start"]) == {"c* = n/C", "ξ = 0"} and (runs["rel_gap"] >= 1e-16).all()
-    assert len(runs) <= 2 * len(A.WARM_METHODS) * 12
+    assert len(runs) <= 2 * len(DR.WARM_METHODS) * 12
     import matplotlib
     matplotlib.use("Agg")
-    fig = A.plot_convergence(runs, "test")
+    fig = PL.plot_convergence(runs, "test")
     assert len(fig.axes) == 4
