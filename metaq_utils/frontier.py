@@ -15,7 +15,22 @@ run                the run's name (for this repository's runs: the folder under 
 bits_per_weight    file_bits / n_params (filled in from ``n_params`` when left empty)
 n_params           number of parameters of the network (weights and biases)
 notes              free text (configuration summary, caveats)
+selection          ``validation`` (every choice made on the validation split, PROTOCOL.md) or
+                   ``test`` (selected on the test set; every row older than the protocol)
+seeds              number of seeds aggregated in the row (≥ 3 for a reported point)
+test_acc_mean      mean test accuracy over the seeds (fraction; = ``accuracy``)
+test_acc_std       its standard deviation over the seeds (ddof = 1; empty for one seed)
+val_acc_mean       mean validation accuracy over the seeds (empty if not measured)
+file_bits_mean     mean file size over the seeds (bits; ``file_bits`` is its rounding)
+file_bits_std      its standard deviation over the seeds (ddof = 1; empty for one seed)
+budget             the training budget behind the point (epochs, retraining steps, μ schedule)
 =================  ===========================================================================
+
+Rows written before the protocol (no ``selection`` column) are read, and rewritten on the next
+append, as ``selection="test"``, ``seeds=1``, the means equal to the single values and the stds
+empty (:func:`migrate_frontier` rewrites a file at once). :func:`aggregate_seeds` turns per-seed
+run results into one row; :func:`plot_frontier` draws error bars and never puts validation- and
+test-selected points in one series.
 
 :func:`append_points` replaces rows with the same ``(method, network, run)`` key, so re-running an
 experiment does not duplicate its points; the file is rewritten atomically under an exclusive
@@ -33,6 +48,7 @@ import fcntl
 import io
 import math
 from contextlib import contextmanager
+import statistics
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -43,10 +59,21 @@ from .thesis import HEADLINE
 
 __all__ = ["COLUMNS", "DEFAULT_PATH", "FrontierPoint", "ReferencePoint", "METAQ_REPORTED",
            "DEEP_COMPRESSION_PUBLISHED", "append_points", "read_frontier", "format_frontier", "pareto_front",
-           "plot_frontier", "resolve"]
+           "plot_frontier", "resolve", "aggregate_seeds", "migrate_frontier", "MIN_SEEDS"]
 
 DEFAULT_PATH = REPO_ROOT / "results" / "frontier.csv"
-COLUMNS = ("method", "network", "accuracy", "file_bits", "run", "bits_per_weight", "n_params", "notes")
+COLUMNS = ("method", "network", "accuracy", "file_bits", "run", "bits_per_weight", "n_params", "notes",
+           "selection", "seeds", "test_acc_mean", "test_acc_std", "val_acc_mean", "file_bits_mean",
+           "file_bits_std", "budget")
+MIN_SEEDS = 3     # PROTOCOL.md: every reported point is at least 3 seeds
+
+
+def _blank(x: Any) -> bool:
+    return x is None or (isinstance(x, str) and not x.strip()) or (isinstance(x, float) and math.isnan(x))
+
+
+def _opt_float(x: Any) -> float | None:
+    return None if _blank(x) else float(x)
 
 
 def resolve(path: str | Path | None, default: Path = DEFAULT_PATH) -> Path:
@@ -60,15 +87,26 @@ def resolve(path: str | Path | None, default: Path = DEFAULT_PATH) -> Path:
 
 @dataclass(frozen=True)
 class FrontierPoint:
-    """One measured point: a decoded network's test accuracy and its compressed file's size."""
+    """One measured point: a decoded network's test accuracy and its compressed file's size
+    (for a row aggregated over seeds: the means, with the stds beside them).
+
+    ``selection`` defaults to ``"test"``: a point is validation-selected only when it says so."""
     method: str
     network: str
-    accuracy: float            # fraction in [0, 1]
-    file_bits: int             # whole file, bits
+    accuracy: float            # fraction in [0, 1] (the mean over seeds)
+    file_bits: int             # whole file, bits (the mean over seeds, rounded)
     run: str
     bits_per_weight: float | None = None
     n_params: int | None = None
     notes: str = ""
+    selection: str = "test"
+    seeds: int = 1
+    test_acc_mean: float | None = None
+    test_acc_std: float | None = None
+    val_acc_mean: float | None = None
+    file_bits_mean: float | None = None
+    file_bits_std: float | None = None
+    budget: str = ""
 
     def __post_init__(self) -> None:
         for name in ("method", "network", "run"):
@@ -93,10 +131,39 @@ class FrontierPoint:
             bpw = bits / self.n_params if self.n_params else None
         object.__setattr__(self, "bits_per_weight", None if bpw is None else float(bpw))
         object.__setattr__(self, "notes", "" if self.notes is None else str(self.notes))
+        sel = "test" if _blank(self.selection) else str(self.selection).strip()
+        if sel not in ("validation", "test"):
+            raise ValueError(f"selection must be 'validation' or 'test', got {self.selection!r}")
+        object.__setattr__(self, "selection", sel)
+        seeds = 1 if _blank(self.seeds) else int(float(self.seeds))
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds!r}")
+        object.__setattr__(self, "seeds", seeds)
+        for name in ("test_acc_mean", "test_acc_std", "val_acc_mean", "file_bits_mean", "file_bits_std"):
+            object.__setattr__(self, name, _opt_float(getattr(self, name)))
+        if self.test_acc_mean is None:
+            object.__setattr__(self, "test_acc_mean", acc)
+        elif abs(self.test_acc_mean - acc) > 1e-12:
+            raise ValueError(f"test_acc_mean {self.test_acc_mean} differs from accuracy {acc}")
+        if self.file_bits_mean is None:
+            object.__setattr__(self, "file_bits_mean", float(bits))
+        elif abs(self.file_bits_mean - bits) > 0.5 + 1e-9:
+            raise ValueError(f"file_bits {bits} is not the rounding of file_bits_mean {self.file_bits_mean}")
+        for name in ("test_acc_std", "file_bits_std"):
+            v = getattr(self, name)
+            if v is not None and (v < 0 or seeds == 1):
+                raise ValueError(f"{name} must be >= 0 and only given for several seeds, got {v} with seeds={seeds}")
+        if self.val_acc_mean is not None and not 0.0 <= self.val_acc_mean <= 1.0:
+            raise ValueError(f"val_acc_mean must be a fraction in [0, 1], got {self.val_acc_mean!r}")
+        object.__setattr__(self, "budget", "" if _blank(self.budget) else str(self.budget))
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.method, self.network, self.run)
+
+    @property
+    def validation_selected(self) -> bool:
+        return self.selection == "validation"
 
     @property
     def compression_ratio(self) -> float | None:
@@ -188,17 +255,92 @@ def append_points(rows: Iterable[FrontierPoint | Mapping[str, Any]], path: str |
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         for p in out:
-            row = asdict(p)
-            row["accuracy"] = repr(p.accuracy)
-            row["bits_per_weight"] = "" if p.bits_per_weight is None else f"{p.bits_per_weight:.6f}"
-            row["n_params"] = "" if p.n_params is None else p.n_params
-            writer.writerow(row)
+            writer.writerow(_csv_row(p))
         atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
     return path
 
 
-def format_frontier(points: Sequence[FrontierPoint]) -> str:
-    """A Markdown table of the points, sorted by network, method, file size."""
+def _csv_row(p: FrontierPoint) -> dict[str, Any]:
+    row = asdict(p)
+    row["accuracy"] = repr(p.accuracy)
+    row["bits_per_weight"] = "" if p.bits_per_weight is None else f"{p.bits_per_weight:.6f}"
+    row["n_params"] = "" if p.n_params is None else p.n_params
+    for name in ("test_acc_mean", "test_acc_std", "val_acc_mean", "file_bits_std"):
+        v = getattr(p, name)
+        row[name] = "" if v is None else repr(v)
+    row["file_bits_mean"] = ("" if p.file_bits_mean is None else
+                             str(int(p.file_bits_mean)) if p.file_bits_mean == int(p.file_bits_mean) else repr(p.file_bits_mean))
+    return row
+
+
+def migrate_frontier(path: str | Path | None = None) -> Path:
+    """Rewrite a frontier table with every column of :data:`COLUMNS`: rows written before the
+    protocol become ``selection="test"``, ``seeds=1``, means = the single values, stds empty.
+    Idempotent (a second call changes nothing)."""
+    return append_points([], path)
+
+
+def aggregate_seeds(runs: Sequence[Mapping[str, Any]], *, method: str, network: str, run: str, budget: str,
+                    notes: str = "", n_params: int | None = None, min_seeds: int = MIN_SEEDS) -> FrontierPoint:
+    """One frontier row from per-seed results of the same configuration (PROTOCOL.md).
+
+    Each run is a dict with ``test_accuracy`` (fraction; the decoded file's, measured once after
+    selection), ``file_bits``, ``selection`` (``"validation"`` or ``"test"``) and, for
+    validation-selected runs, ``val_accuracy``; ``seed`` if present must differ between runs.
+    The row holds the means, the standard deviations (ddof = 1) and the number of seeds; it is
+    test-selected if any run is. ``budget`` (the training budget, written next to the point) must
+    not be empty. Fewer than ``min_seeds`` runs raise ValueError (lower ``min_seeds`` explicitly
+    for an exploratory row; ``seeds`` then says how many there were)."""
+    runs = list(runs)
+    if len(runs) < max(1, min_seeds):
+        raise ValueError(f"{method}/{network}/{run}: {len(runs)} seed(s), a reported point needs >= {min_seeds}")
+    if _blank(budget):
+        raise ValueError(f"{method}/{network}/{run}: the training budget must be written next to the point")
+    seeds = [r.get("seed") for r in runs if r.get("seed") is not None]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{method}/{network}/{run}: the same seed appears twice ({seeds})")
+    missing = [k for k in ("test_accuracy", "file_bits", "selection") for r in runs if _blank(r.get(k))]
+    if missing:
+        raise ValueError(f"{method}/{network}/{run}: every run needs test_accuracy, file_bits and selection "
+                         f"(missing {sorted(set(missing))})")
+    selections = {r["selection"] for r in runs}
+    if not selections <= {"validation", "test"}:
+        raise ValueError(f"selection must be 'validation' or 'test', got {sorted(selections)}")
+    selection = "test" if "test" in selections else "validation"
+    vals = [r.get("val_accuracy") for r in runs]
+    if selection == "validation" and any(_blank(v) for v in vals):
+        raise ValueError(f"{method}/{network}/{run}: a validation-selected run must carry its val_accuracy")
+    acc = [float(r["test_accuracy"]) for r in runs]
+    bits = [float(r["file_bits"]) for r in runs]
+    std = (lambda xs: statistics.stdev(xs)) if len(runs) > 1 else (lambda xs: None)
+    bits_mean = statistics.fmean(bits)
+    val_mean = statistics.fmean(float(v) for v in vals) if not any(_blank(v) for v in vals) else None
+    return FrontierPoint(method=method, network=network, accuracy=statistics.fmean(acc), file_bits=round(bits_mean),
+                         run=run, n_params=n_params, notes=notes, selection=selection, seeds=len(runs),
+                         test_acc_mean=statistics.fmean(acc), test_acc_std=std(acc), val_acc_mean=val_mean,
+                         file_bits_mean=bits_mean, file_bits_std=std(bits), budget=budget)
+
+
+def format_frontier(points: Sequence[FrontierPoint], *, protocol: bool = False) -> str:
+    """A Markdown table of the points, sorted by network, method, file size.
+
+    ``protocol=True`` adds the protocol's columns: where the point was selected, the number of
+    seeds, test accuracy and file bits as mean ± std, validation accuracy and the budget, and
+    sorts validation-selected points before test-selected ones (never interleaved)."""
+    if protocol:
+        lines = ["| network | selection | method | run | seeds | test acc (%) | val acc (%) | file bits | "
+                 "bits/weight | ratio (32n/bits) | budget |",
+                 "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        order = {"validation": 0, "test": 1}
+        for p in sorted(points, key=lambda p: (p.network, order[p.selection], p.method, p.file_bits)):
+            acc = f"{100 * p.test_acc_mean:.2f}" + ("" if p.test_acc_std is None else f" ± {100 * p.test_acc_std:.2f}")
+            val = "" if p.val_acc_mean is None else f"{100 * p.val_acc_mean:.2f}"
+            fb = f"{p.file_bits:,}" + ("" if p.file_bits_std is None else f" ± {p.file_bits_std:,.0f}")
+            bpw = "" if p.bits_per_weight is None else f"{p.bits_per_weight:.3f}"
+            ratio = "" if p.compression_ratio is None else f"{p.compression_ratio:.1f}×"
+            lines.append(f"| {p.network} | {p.selection} | {p.method} | {p.run} | {p.seeds} | {acc} | {val} | {fb} | "
+                         f"{bpw} | {ratio} | {p.budget} |")
+        return "\n".join(lines)
     lines = ["| network | method | run | accuracy (%) | file bits | bits/weight | ratio (32n/bits) |",
              "|---|---|---|---:|---:|---:|---:|"]
     for p in sorted(points, key=lambda p: (p.network, p.method, p.file_bits)):
@@ -223,10 +365,16 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h")
 
 def plot_frontier(ax=None, networks: Sequence[str] = ("lenet5", "lenet300100"), *,
                   points: Sequence[FrontierPoint] | None = None, path: str | Path | None = None,
-                  show_references: bool = True):
+                  show_references: bool = True, selection: str | None = None):
     """Test accuracy (%) against compressed file size (bits, log x-axis), one panel per network,
-    one marker style per method (the same style for a method on every panel), each method's
-    Pareto front (:func:`pareto_front`) joined by a thin line.
+    one marker style per method (the same style for a method on every panel), each series'
+    Pareto front (:func:`pareto_front`) joined by a thin line, error bars (± one std over seeds)
+    where a point aggregates several seeds.
+
+    Validation- and test-selected points are never one series: a series is one (method,
+    selection) pair; validation-selected points are filled and labelled ``validation-selected``,
+    test-selected ones hollow and labelled ``test-selected``. ``selection``: draw only
+    ``"validation"`` or only ``"test"`` points (default: both, as separate series).
 
     ``ax``: ``None`` (a new figure with one panel per network), one Axes (one network) or a
     sequence of Axes (one per network). ``points``: default :func:`read_frontier` of ``path``.
@@ -235,6 +383,8 @@ def plot_frontier(ax=None, networks: Sequence[str] = ("lenet5", "lenet300100"), 
     """
     import matplotlib.pyplot as plt
 
+    if selection not in (None, "validation", "test"):
+        raise ValueError(f"selection must be None, 'validation' or 'test', got {selection!r}")
     networks = list(networks)
     if ax is None:
         fig, axes = plt.subplots(1, len(networks), figsize=(6.2 * len(networks), 5.4), squeeze=False)
@@ -246,6 +396,8 @@ def plot_frontier(ax=None, networks: Sequence[str] = ("lenet5", "lenet300100"), 
         fig = axes[0].figure
     if points is None:
         points = read_frontier(path)
+    if selection is not None:
+        points = [p for p in points if p.selection == selection]
     methods = list(dict.fromkeys(p.method for p in points))
     style = {m: _MARKERS[i % len(_MARKERS)] for i, m in enumerate(methods)}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -253,13 +405,28 @@ def plot_frontier(ax=None, networks: Sequence[str] = ("lenet5", "lenet300100"), 
     references = (METAQ_REPORTED, *DEEP_COMPRESSION_PUBLISHED) if show_references else ()
     for axis, net in zip(axes, networks):
         for m in methods:
-            pts = sorted((p for p in points if p.network == net and p.method == m), key=lambda p: p.file_bits)
-            if pts:
+            for sel in ("validation", "test"):
+                pts = sorted((p for p in points if p.network == net and p.method == m and p.selection == sel),
+                             key=lambda p: p.file_bits)
+                if not pts:
+                    continue
+                seeds = sorted({p.seeds for p in pts})
+                seed_txt = f"{seeds[0]} seed{'s' if seeds[-1] > 1 else ''}" if len(seeds) == 1 \
+                    else f"{seeds[0]}–{seeds[-1]} seeds"
+                filled = sel == "validation"
                 axis.plot([p.file_bits for p in pts], [100 * p.accuracy for p in pts], linestyle="none",
-                          marker=style[m], color=color[m], markersize=7, label=f"{m} (measured)")
-                front = pareto_front(pts)       # the method's best trade-offs, joined by a thin line
-                axis.plot([p.file_bits for p in front], [100 * p.accuracy for p in front], linestyle="-",
-                          linewidth=0.8, color=color[m], alpha=0.6, label="_nolegend_")
+                          marker=style[m], color=color[m], markersize=7,
+                          markerfacecolor=color[m] if filled else "none", markeredgewidth=1.3,
+                          label=f"{m} (measured, {sel}-selected, {seed_txt})")
+                if any(p.test_acc_std is not None or p.file_bits_std is not None for p in pts):
+                    axis.errorbar([p.file_bits for p in pts], [100 * p.accuracy for p in pts],
+                                  yerr=[100 * (p.test_acc_std or 0.0) for p in pts],
+                                  xerr=[p.file_bits_std or 0.0 for p in pts], fmt="none", ecolor=color[m],
+                                  elinewidth=1.0, capsize=2.5, alpha=0.8 if filled else 0.5, label="_nolegend_")
+                front = pareto_front(pts)       # the series' best trade-offs, joined by a thin line
+                axis.plot([p.file_bits for p in front], [100 * p.accuracy for p in front],
+                          linestyle="-" if filled else ":", linewidth=0.8, color=color[m], alpha=0.6,
+                          label="_nolegend_")
         for ref in references:
             if ref.network == net:
                 is_metaq = ref is METAQ_REPORTED
