@@ -38,6 +38,7 @@ import torch
 from .atomic import atomic_write_bytes
 from .grid import Grid
 from .networks import build_model, count_parameters
+from .paths import AFTER_DIR, BEFORE_DIR, REPO_ROOT
 from .preprocessing import Preprocessing, preprocessing_for
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "find_checkpoint", "state_hash",
@@ -45,9 +46,6 @@ __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"
            "BEFORE_DIR", "AFTER_DIR"]
 
 FORMAT, VERSION = "metaq-checkpoint", 1
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BEFORE_DIR = REPO_ROOT / "BestModelsBeforeQuantization"
-AFTER_DIR = REPO_ROOT / "BestModelsAfterQuantization"
 
 
 class CheckpointError(ValueError):

@@ -90,6 +90,7 @@ __all__ = [
     "write_compressed",
     "read_compressed",
     "expected_tensors",
+    "mismatched_tensors",
 ]
 
 MAGIC = b"MTQ"
@@ -449,6 +450,17 @@ def expected_tensors(tensors: Sequence, groups: GroupSpec | Sequence[GroupSpec])
             out[i] = recon[start : start + arrays[i].size].reshape(arrays[i].shape).copy()
             start += arrays[i].size
     return out
+
+
+def mismatched_tensors(tensors: Sequence, decoded: "CompressedModel | Sequence[np.ndarray]") -> list[int]:
+    """The round-trip check: indices of the ``tensors`` (arrays or torch tensors, as written) that
+    the decoded file (a :class:`CompressedModel` or its ``tensors``) does not give back bit for
+    bit as float32 (a count or shape mismatch counts as a mismatch). Empty: the file is exact."""
+    got = decoded.tensors if isinstance(decoded, CompressedModel) else list(decoded)
+    want = [_as_float32(t) for t in tensors]
+    bad = [i for i, (a, b) in enumerate(zip(want, got))
+           if a.shape != np.shape(b) or not np.array_equal(a.view(np.uint32), np.asarray(b, np.float32).view(np.uint32))]
+    return bad + list(range(min(len(want), len(got)), max(len(want), len(got))))
 
 
 def write_compressed(path, arch: str, tensors: Sequence, groups: GroupSpec | Sequence[GroupSpec], *,

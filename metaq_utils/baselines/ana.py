@@ -45,8 +45,8 @@ from torch.nn.utils import parametrize
 
 from ..networks import build_model, count_parameters
 from ..training import TrainConfig, train
-from .deep_compression import BaselineConfig, BaselineMethod, prunable
-from .inq import BaselineRun, encode_and_decode, pow2_levels, quantize_biases
+from .base import BaselineConfig, BaselineMethod, BaselineRun, prunable
+from .inq import encode_and_decode, pow2_levels, quantize_biases
 
 __all__ = ["ANAConfig", "ANA", "NoiseSchedule", "SmoothedQuantizer", "weight_levels", "smoothed_quantizer",
            "hard_quantize", "harden", "SHAPES", "ORDERS", "QUANTIZERS"]

@@ -47,52 +47,26 @@ decoded from the file (checked bit-for-bit equal to the fine-tuned network).
 from __future__ import annotations
 
 import copy
-import json
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data import MNISTTensors
 from ..fileformat import GroupSpec, encode_compressed, read_compressed
-from ..networks import count_parameters
-from ..pipeline import model_from_compressed
-from ..training import TrainConfig, evaluate, train
+from ..networks import count_parameters, model_from_compressed
+from ..paths import RUNS_DIR, resolve
+from ..training import TrainConfig, train
+from .base import (BaselineConfig, BaselineMethod, BaselineRun, after_each_step, bias_group_spec, check_decoded,
+                   prunable, read_results)
 
 __all__ = ["DeepCompressionConfig", "DeepCompression", "DeepCompressionResult", "FixedMasks", "SharedGroup",
            "SharedWeights", "INIT_MODES", "layer_stds", "prunable", "masks_from_zeros", "prune",
            "init_centroids", "kmeans_1d", "after_each_step", "read_runs", "format_runs", "format_layers"]
 
 INIT_MODES = ("forgy", "density", "linear")
-
-
-class BaselineConfig:
-    """``to_dict``/``from_dict`` of the baselines' frozen dataclass configs: JSON-safe (tuples become
-    lists; ``__post_init__`` turns them back), unknown keys ignored on the way in."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]):
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-class BaselineMethod:
-    """What every baseline runner holds (its config, the data, whether to show progress) and how it
-    measures a model (test accuracy)."""
-
-    def __init__(self, config: Any, data: MNISTTensors, *, progress: bool = False) -> None:
-        self.config = config
-        self.data = data
-        self.progress = progress
-
-    def _accuracy(self, model: nn.Module) -> float:
-        return evaluate(model, self.data.test_x, self.data.test_y)["accuracy"]
 
 
 @dataclass(frozen=True)
@@ -156,11 +130,6 @@ class DeepCompressionConfig(BaselineConfig):
 # 1-2. prune, retrain with fixed masks
 
 
-def prunable(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The weight tensors (conv kernels and fc matrices, ndim ≥ 2) by name; biases are not pruned."""
-    return {n: p for n, p in model.named_parameters() if p.ndim >= 2}
-
-
 def layer_stds(model: nn.Module) -> dict[str, float]:
     """σ_l: population standard deviation (ddof = 0) of every prunable layer's weights."""
     return {n: float(p.detach().double().std(unbiased=False)) for n, p in prunable(model).items()}
@@ -217,27 +186,6 @@ class FixedMasks:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.masks = {n: m.to(torch.bool) for n, m in state["masks"].items()}
-
-
-@contextmanager
-def after_each_step(model: nn.Module, hook_owner) -> Iterator[None]:
-    """Within the block, call ``hook_owner.after_step(model)`` after every ``optimizer.step()``
-    of any optimizer that updates ``model``'s parameters (a global PyTorch optimizer post-step
-    hook, removed on exit). :func:`train` builds its optimizer internally; this is how the
-    masks/sharing are re-imposed after Adam's update."""
-    from torch.optim.optimizer import register_optimizer_step_post_hook
-
-    ids = {id(p) for p in model.parameters()}
-
-    def hook(optimizer, args, kwargs):
-        if any(id(p) in ids for g in optimizer.param_groups for p in g["params"]):
-            hook_owner.after_step(model)
-
-    handle = register_optimizer_step_post_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -396,33 +344,12 @@ class SharedWeights:
 # the pipeline
 
 
-@dataclass
-class DeepCompressionResult:
-    """One run: the decoded network's accuracy and the file's exact size, with the history."""
-    arch: str
-    config: dict[str, Any]
-    n_params: int
-    file_bits: int
-    accuracy: float                     # test accuracy of the network decoded from the file
-    accuracy_before_coding: float       # the fine-tuned network (equal: the coding is lossless)
+@dataclass(kw_only=True)
+class DeepCompressionResult(BaselineRun):
+    """One run (a :class:`~.base.BaselineRun`): the decoded network's accuracy and the file's exact
+    size, with the history, and the density of the pruned tensors."""
+    method: str = "deep-compression"
     density: float                      # kept / total weights of the pruned tensors (biases excluded)
-    history: list[dict[str, Any]]       # one row per stage: stage, round, accuracy, density, ...
-    layers: list[dict[str, Any]]        # per group: tensors, mode, kept, bits, values, max_gap, bytes
-    file_bytes: bytes = field(default=b"", repr=False)
-
-    @property
-    def bits_per_weight(self) -> float:
-        return self.file_bits / self.n_params
-
-    @property
-    def compression_ratio(self) -> float:
-        """32·n / file_bits."""
-        return 32 * self.n_params / self.file_bits
-
-    def to_json_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k != "file_bytes"}
-        d.update(bits_per_weight=self.bits_per_weight, compression_ratio=self.compression_ratio)
-        return d
 
 
 def _density(model: nn.Module) -> float:
@@ -535,14 +462,8 @@ class DeepCompression(BaselineMethod):
             gap = c.max_gap or self.best_max_gap(w, table)
             specs.append(GroupSpec(tensors=(i,), codebook=table, mode="sparse", codec=c.codec,
                                    index_codec=c.codec, max_gap=gap))
-        bias_idx = tuple(i for i, (_, p) in enumerate(named) if p.ndim < 2)
-        if bias_idx:
-            if c.biases == "kmeans":
-                b = np.concatenate([named[i][1].detach().numpy().ravel() for i in bias_idx])
-                specs.append(GroupSpec(tensors=bias_idx, codebook=np.unique(b), mode="dense", codec=c.codec))
-            else:
-                specs.append(GroupSpec(tensors=bias_idx, mode="float32"))
-        return specs
+        bias = bias_group_spec(model, c.biases, c.codec)
+        return specs if bias is None else specs + [bias]
 
     def best_max_gap(self, w: np.ndarray, table: np.ndarray) -> int:
         """The power of two in [2, 1024] for which this tensor's sparse group is smallest."""
@@ -572,9 +493,7 @@ class DeepCompression(BaselineMethod):
         history.append({"stage": "fine_tune", "accuracy": acc_model, "density": _density(model), "epochs": epochs})
         data = self.encode(model, arch)
         cm = read_compressed(data, expected_arch=arch)
-        for (name, p), t in zip(model.named_parameters(), cm.tensors):
-            if not np.array_equal(p.detach().numpy().view(np.uint32), t.view(np.uint32)):
-                raise AssertionError(f"{name}: the decoded tensor differs from the encoded one")
+        check_decoded(model, cm)
         decoded = model_from_compressed(cm)
         acc = self._accuracy(decoded)
         history.append({"stage": "encode", "accuracy": acc, "file_bits": cm.file_bits})
@@ -607,11 +526,7 @@ class DeepCompression(BaselineMethod):
 def read_runs(directory: str | Path = "runs/deep_compression") -> list[dict[str, Any]]:
     """The ``result.json`` of every run under ``directory`` (relative paths: from the repository
     root), sorted by network, pruning quality and bits."""
-    from ..checkpoints import REPO_ROOT
-    from ..frontier import resolve
-
-    root = resolve(directory, REPO_ROOT / "runs" / "deep_compression")
-    runs = [json.loads(p.read_text()) for p in sorted(root.glob("*/result.json"))]
+    runs = read_results([resolve(directory, RUNS_DIR / "deep_compression")])
     return sorted(runs, key=lambda d: (d["arch"], d["config"]["retrain_epochs"], d["config"]["quality"],
                                        -d["config"]["conv_bits"], -d["config"]["fc_bits"]))
 

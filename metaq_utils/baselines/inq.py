@@ -33,9 +33,8 @@ decoded from the file (checked bit-for-bit equal to the network that was encoded
 from __future__ import annotations
 
 import copy
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -44,10 +43,11 @@ from torch import nn
 
 from ..data import MNISTTensors
 from ..fileformat import GroupSpec, encode_compressed, read_compressed
-from ..networks import count_parameters
-from ..pipeline import model_from_compressed
+from ..networks import count_parameters, model_from_compressed
 from ..training import TrainConfig, evaluate, train
-from .deep_compression import BaselineConfig, BaselineMethod, after_each_step, kmeans_1d, prunable
+from .base import (BaselineConfig, BaselineMethod, BaselineRun, after_each_step, bias_group_spec, check_decoded,
+                   prunable, read_results)
+from .deep_compression import kmeans_1d
 
 __all__ = ["INQConfig", "INQ", "FrozenWeights", "BaselineRun", "pow2_levels", "project_pow2", "partition",
            "quantize_biases", "layer_group_specs", "encode_and_decode", "on_levels", "read_baseline_runs",
@@ -186,41 +186,8 @@ def layer_group_specs(model: nn.Module, tables: Mapping[str, np.ndarray], *, cod
                                                                max_gap=c.max_gap)]))
                  for c in candidates]
         specs.append(candidates[int(np.argmin(sizes))])
-    bias_idx = tuple(i for i, (_, p) in enumerate(named) if p.ndim < 2)
-    if bias_idx:
-        if biases == "kmeans":
-            b = np.concatenate([named[i][1].detach().numpy().ravel() for i in bias_idx])
-            specs.append(GroupSpec(tensors=bias_idx, codebook=np.unique(b), mode="dense", codec=codec))
-        elif biases == "float32":
-            specs.append(GroupSpec(tensors=bias_idx, mode="float32"))
-        else:
-            raise ValueError(f"biases must be 'kmeans' or 'float32', got {biases!r}")
-    return specs
-
-
-@dataclass
-class BaselineRun:
-    """One compressed network: the decoded file's test accuracy, the file's exact size, history."""
-    method: str
-    arch: str
-    config: dict[str, Any]
-    n_params: int
-    file_bits: int
-    accuracy: float                     # test accuracy of the network decoded from the file
-    accuracy_before_coding: float       # the network that was encoded (equal: the coding is lossless)
-    history: list[dict[str, Any]]
-    layers: list[dict[str, Any]]        # per group: tensors, mode, values, group bits
-    extra: dict[str, Any] = field(default_factory=dict)
-    file_bytes: bytes = field(default=b"", repr=False)
-
-    @property
-    def compression_ratio(self) -> float:
-        return 32 * self.n_params / self.file_bits
-
-    def to_json_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k != "file_bytes"}
-        d.update(bits_per_weight=self.file_bits / self.n_params, compression_ratio=self.compression_ratio)
-        return json.loads(json.dumps(d))
+    bias = bias_group_spec(model, biases, codec)
+    return specs if bias is None else specs + [bias]
 
 
 def encode_and_decode(model: nn.Module, arch: str, tables: Mapping[str, np.ndarray], data: MNISTTensors | None, *,
@@ -231,10 +198,8 @@ def encode_and_decode(model: nn.Module, arch: str, tables: Mapping[str, np.ndarr
     specs = layer_group_specs(model, tables, codec=codec, biases=biases, arch=arch)
     blob = encode_compressed(arch, [p.detach() for p in model.parameters()], specs)
     cm = read_compressed(blob, expected_arch=arch)
+    check_decoded(model, cm)
     names = [n for n, _ in model.named_parameters()]
-    for name, p, t in zip(names, model.parameters(), cm.tensors):
-        if not np.array_equal(p.detach().numpy().view(np.uint32), t.view(np.uint32)):
-            raise AssertionError(f"{name}: the decoded tensor differs from the encoded one")
     decoded = model_from_compressed(cm)
     layers = [{"tensors": [names[i] for i in g.tensors], "mode": g.mode,
                "values": None if g.codebook is None else int(np.asarray(g.codebook).size),
@@ -349,14 +314,7 @@ class INQ(BaselineMethod):
 def read_baseline_runs(*directories: str) -> list[dict[str, Any]]:
     """The ``result.json`` of every run under each directory (relative paths: from the repository
     root), in directory order, then by run name."""
-    from ..checkpoints import REPO_ROOT
-    from ..frontier import resolve
-
-    runs = []
-    for directory in directories:
-        root = resolve(directory, REPO_ROOT / directory)
-        runs += [json.loads(p.read_text()) for p in sorted(root.glob("*/result.json"))]
-    return runs
+    return read_results(directories)
 
 
 def schedule_of(run: Mapping[str, Any]) -> str:

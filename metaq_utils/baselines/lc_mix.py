@@ -57,8 +57,9 @@ from torch import nn
 from ..data import MNISTTensors
 from ..networks import count_parameters
 from ..training import TrainConfig, train
-from .deep_compression import BaselineConfig, BaselineMethod, kmeans_1d
-from .inq import BaselineRun, encode_and_decode, quantize_biases
+from .base import BaselineConfig, BaselineMethod, BaselineRun
+from .deep_compression import kmeans_1d
+from .inq import encode_and_decode, quantize_biases
 
 __all__ = ["Pruning", "Quantization", "LowRank", "LCConfig", "LCMix", "LCPenalty", "compression_from_spec",
            "MIXES", "mu_schedule", "numerical_rank"]

@@ -1,0 +1,148 @@
+"""What every baseline shares: its config type, its runner type, its one result type (and so one
+shape of the ``result.json`` entries the notebooks read), the encode → decode → bit-exact check →
+evaluate step, the bias group, and the hook that re-imposes a constraint after every optimizer
+step.
+
+The baselines (:mod:`.deep_compression`, :mod:`.inq`, :mod:`.ana`, :mod:`.lc_mix`) build on this
+module and on the layers below the pipeline: networks, training, the file format, paths — never on
+:mod:`metaq_utils.pipeline` or :mod:`metaq_utils.frontier`.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+from torch import nn
+
+from ..data import MNISTTensors
+from ..fileformat import CompressedModel, GroupSpec, mismatched_tensors
+from ..paths import resolve
+from ..training import evaluate
+
+__all__ = ["BaselineConfig", "BaselineMethod", "BaselineRun", "prunable", "after_each_step", "bias_group_spec",
+           "check_decoded", "read_results"]
+
+
+class BaselineConfig:
+    """``to_dict``/``from_dict`` of the baselines' frozen dataclass configs: JSON-safe (tuples become
+    lists; ``__post_init__`` turns them back), unknown keys ignored on the way in."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+class BaselineMethod:
+    """What every baseline runner holds (its config, the data, whether to show progress) and how it
+    measures a model (test accuracy)."""
+
+    def __init__(self, config: Any, data: MNISTTensors, *, progress: bool = False) -> None:
+        self.config = config
+        self.data = data
+        self.progress = progress
+
+    def _accuracy(self, model: nn.Module) -> float:
+        return evaluate(model, self.data.test_x, self.data.test_y)["accuracy"]
+
+
+@dataclass
+class BaselineRun:
+    """One compressed network: the decoded file's test accuracy, the file's exact size, history.
+
+    The one result type of the baselines (Deep Compression's adds its density); ``to_json_dict``
+    is the entry every ``runs/<method>/<run>/result.json`` holds."""
+    method: str
+    arch: str
+    config: dict[str, Any]
+    n_params: int
+    file_bits: int
+    accuracy: float                     # test accuracy of the network decoded from the file
+    accuracy_before_coding: float       # the network that was encoded (equal: the coding is lossless)
+    history: list[dict[str, Any]]
+    layers: list[dict[str, Any]]        # per group: tensors, mode, values, bits
+    extra: dict[str, Any] = field(default_factory=dict)
+    file_bytes: bytes = field(default=b"", repr=False)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return self.file_bits / self.n_params
+
+    @property
+    def compression_ratio(self) -> float:
+        """32·n / file_bits."""
+        return 32 * self.n_params / self.file_bits
+
+    def to_json_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "file_bytes"}
+        d.update(bits_per_weight=self.bits_per_weight, compression_ratio=self.compression_ratio)
+        return json.loads(json.dumps(d))
+
+
+def prunable(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The weight tensors (conv kernels and fc matrices, ndim ≥ 2) by name; biases are not pruned."""
+    return {n: p for n, p in model.named_parameters() if p.ndim >= 2}
+
+
+@contextmanager
+def after_each_step(model: nn.Module, hook_owner) -> Iterator[None]:
+    """Within the block, call ``hook_owner.after_step(model)`` after every ``optimizer.step()``
+    of any optimizer that updates ``model``'s parameters (a global PyTorch optimizer post-step
+    hook, removed on exit). :func:`metaq_utils.training.train` builds its optimizer internally and
+    has no after-step hook of its own; this is how the masks/sharing are re-imposed after Adam's
+    update."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    ids = {id(p) for p in model.parameters()}
+
+    def hook(optimizer, args, kwargs):
+        if any(id(p) in ids for g in optimizer.param_groups for p in g["params"]):
+            hook_owner.after_step(model)
+
+    handle = register_optimizer_step_post_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def bias_group_spec(model: nn.Module, biases: str, codec: str) -> GroupSpec | None:
+    """All bias vectors (parameters with ndim < 2) as one group: ``'kmeans'`` one dense group on
+    their distinct values (after sharing they are a k-means table), ``'float32'`` one float32 group.
+    None when the model has no biases."""
+    named = list(model.named_parameters())
+    idx = tuple(i for i, (_, p) in enumerate(named) if p.ndim < 2)
+    if not idx:
+        return None
+    if biases == "kmeans":
+        b = np.concatenate([named[i][1].detach().numpy().ravel() for i in idx])
+        return GroupSpec(tensors=idx, codebook=np.unique(b), mode="dense", codec=codec)
+    if biases == "float32":
+        return GroupSpec(tensors=idx, mode="float32")
+    raise ValueError(f"biases must be 'kmeans' or 'float32', got {biases!r}")
+
+
+def check_decoded(model: nn.Module, cm: CompressedModel) -> None:
+    """AssertionError naming the first parameter of ``model`` that the decoded file ``cm`` does not
+    give back bit for bit (:func:`metaq_utils.fileformat.mismatched_tensors`)."""
+    bad = mismatched_tensors(list(model.parameters()), cm)
+    if bad:
+        names = [n for n, _ in model.named_parameters()]
+        name = names[bad[0]] if bad[0] < len(names) else f"tensor {bad[0]}"
+        raise AssertionError(f"{name}: the decoded tensor differs from the encoded one")
+
+
+def read_results(directories: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """The ``result.json`` entry of every run under each directory (relative paths: from the
+    repository root), in directory order, then by run folder name."""
+    runs = []
+    for directory in directories:
+        root = resolve(directory, Path(directory))
+        runs += [json.loads(p.read_text()) for p in sorted(root.glob("*/result.json"))]
+    return runs

@@ -1,0 +1,82 @@
+"""baselines/base.py: one config, runner and result type, one entry shape, one round-trip check;
+the baselines build on the layers below the pipeline (issue 14, part 4)."""
+import json
+import subprocess
+import sys
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+
+from metaq_utils.baselines.base import (BaselineRun, bias_group_spec, check_decoded, prunable, read_results)
+from metaq_utils.baselines.deep_compression import DeepCompressionResult, read_runs
+from metaq_utils.baselines.inq import read_baseline_runs
+from metaq_utils.fileformat import encode_compressed, metaq_group, mismatched_tensors, read_compressed
+from metaq_utils.grid import Grid
+from metaq_utils.networks import build_model
+
+
+def test_baselines_import_neither_pipeline_nor_frontier():
+    code = ("import sys; import metaq_utils.baselines.deep_compression, metaq_utils.baselines.inq, "
+            "metaq_utils.baselines.ana, metaq_utils.baselines.lc_mix; "
+            "bad = [m for m in ('metaq_utils.pipeline', 'metaq_utils.frontier', 'numba') if m in sys.modules]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def _run(cls=BaselineRun, **kw):
+    base = dict(arch="lenet5", config={"a": (1, 2)}, n_params=100, file_bits=400, accuracy=0.9,
+                accuracy_before_coding=0.9, history=[{"stage": "x"}], layers=[], file_bytes=b"abc")
+    return cls(**{**base, **kw})
+
+
+def test_one_result_type_and_one_entry_shape():
+    inq = _run(method="inq", extra={"levels": {}})
+    dc = _run(DeepCompressionResult, density=0.25)
+    assert isinstance(dc, BaselineRun) and dc.method == "deep-compression"
+    a, b = inq.to_json_dict(), dc.to_json_dict()
+    assert set(b) == set(a) | {"density"}                        # the same entry, plus Deep Compression's density
+    assert a["config"] == {"a": [1, 2]} and "file_bytes" not in a and json.loads(json.dumps(b)) == b
+    assert (dc.bits_per_weight, dc.compression_ratio) == (4.0, 8.0)
+    assert {f.name for f in fields(DeepCompressionResult)} - {f.name for f in fields(BaselineRun)} == {"density"}
+
+
+def test_read_results_is_the_one_reader(tmp_path):
+    for folder, runs in (("dc", {"r2": 2, "r1": 1}), ("inq", {"a": 3})):
+        for name, k in runs.items():
+            (tmp_path / folder / name).mkdir(parents=True)
+            (tmp_path / folder / name / "result.json").write_text(json.dumps({"run": name, "k": k}))
+    assert [d["run"] for d in read_results([tmp_path / "dc", tmp_path / "inq"])] == ["r1", "r2", "a"]
+    assert read_baseline_runs(str(tmp_path / "inq"), str(tmp_path / "dc")) == read_results([tmp_path / "inq", tmp_path / "dc"])
+    assert read_results([tmp_path / "missing"]) == []
+    with pytest.raises(KeyError):                      # read_runs sorts Deep Compression entries by their knobs
+        read_runs(str(tmp_path / "dc"))
+
+
+def test_round_trip_check_names_the_first_differing_parameter():
+    torch.manual_seed(0)
+    m = build_model("lenet5")
+    grid = Grid(-0.125, 1.0, 64)
+    blob = encode_compressed("lenet5", [p.detach() for p in m.parameters()], metaq_group(grid))
+    cm = read_compressed(blob)
+    assert mismatched_tensors(list(m.parameters()), cm) == list(range(10))  # m is not on the grid
+    with pytest.raises(AssertionError, match="conv1.weight: the decoded tensor differs"):
+        check_decoded(m, cm)
+    with torch.no_grad():
+        for p, t in zip(m.parameters(), cm.tensors):
+            p.copy_(torch.from_numpy(t))
+    check_decoded(m, cm)                                   # exact now
+    assert mismatched_tensors(cm.tensors[:3], cm) == list(range(3, 10))  # a count mismatch is a mismatch
+
+
+def test_bias_group_and_prunable():
+    m = build_model("lenet5")
+    assert list(prunable(m)) == ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight", "fc3.weight"]
+    g = bias_group_spec(m, "float32", "range")
+    assert g.mode == "float32" and g.tensors == (1, 3, 5, 7, 9)
+    k = bias_group_spec(m, "kmeans", "huffman")
+    assert k.mode == "dense" and k.codec == "huffman" and np.all(np.diff(k.codebook) > 0)
+    with pytest.raises(ValueError, match="biases must be"):
+        bias_group_spec(m, "int8", "range")
