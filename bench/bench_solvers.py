@@ -27,12 +27,9 @@ from pathlib import Path
 import numpy as np
 import scipy
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from metaq_utils import dual  # noqa: E402
-from metaq_utils.grid import Grid  # noqa: E402
-from metaq_utils.subproblem import (  # noqa: E402
+from metaq_utils import dual
+from metaq_utils.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid
+from metaq_utils.subproblem import (
     lower_hull_breakpoints,
     lower_hull_chain,
     lower_hull_pava,
@@ -44,7 +41,9 @@ from metaq_utils.subproblem import (  # noqa: E402
     solve_linprog,
 )
 
-W0, R = -0.11, 1.114  # the thesis' training range
+REPO = Path(__file__).resolve().parent.parent
+
+W0, R = THESIS_GRID_W0, THESIS_GRID_R  # the thesis' training range
 N_LENET = 44_426
 REFERENCE_MS = {6: 32.0, 64: 284.0, 256: 1871.0}  # spec §2.2: reference FISTA, this machine
 

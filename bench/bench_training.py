@@ -26,11 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from metaq_utils.data import load_mnist
+from metaq_utils.training import TrainConfig, make_model, train
 
-from metaq_utils.data import load_mnist  # noqa: E402
-from metaq_utils.training import TrainConfig, make_model, train  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 class TimedRegularizer:

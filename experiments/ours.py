@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from metaq_utils.checkpoints import load_checkpoint, save_checkpoint
+from metaq_utils.data import load_mnist
+from metaq_utils.grid import Grid
+from metaq_utils.pipeline import code_with_every_codec
+from metaq_utils.ptq import model_vector, quantize_model, sweep_cq
+from metaq_utils.regularizer import METaQConfig, METaQRegularizer
+from metaq_utils.training import TrainConfig, evaluate, train
 
-from metaq_utils.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
-from metaq_utils.data import load_mnist  # noqa: E402
-from metaq_utils.grid import Grid  # noqa: E402
-from metaq_utils.pipeline import code_with_every_codec  # noqa: E402
-from metaq_utils.ptq import model_vector, quantize_model, sweep_cq  # noqa: E402
-from metaq_utils.regularizer import METaQConfig, METaQRegularizer  # noqa: E402
-from metaq_utils.training import TrainConfig, evaluate, train  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from metaq_utils.checkpoints import AFTER_DIR, BEFORE_DIR, load_checkpoint
+from metaq_utils.data import load_mnist
+from metaq_utils.pipeline import load_any
+from metaq_utils.training import evaluate
 
-from metaq_utils.checkpoints import AFTER_DIR, BEFORE_DIR, load_checkpoint  # noqa: E402
-from metaq_utils.data import load_mnist  # noqa: E402
-from metaq_utils.pipeline import load_any  # noqa: E402
-from metaq_utils.training import evaluate  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 GOAL = {"accuracy": 0.99, "file_bits": 23_694}
 

@@ -8,20 +8,18 @@ results/headline.json (the best shipped point).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from metaq_utils.ablation import METHOD_NAMES, frontier_rows, load_runs, summarize_run, variant_table
+from metaq_utils.checkpoints import load_checkpoint
+from metaq_utils.dual import solve_dual
+from metaq_utils.frontier import append_points
+from metaq_utils.grid import thesis_grid
+from metaq_utils.ptq import model_vector
 
-from metaq_utils.ablation import METHOD_NAMES, frontier_rows, load_runs, summarize_run, variant_table  # noqa: E402
-from metaq_utils.checkpoints import load_checkpoint  # noqa: E402
-from metaq_utils.dual import solve_dual  # noqa: E402
-from metaq_utils.frontier import append_points  # noqa: E402
-from metaq_utils.grid import Grid  # noqa: E402
-from metaq_utils.ptq import model_vector  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 RESULTS = REPO / "results"
 
@@ -30,8 +28,7 @@ def beta_at_optimum(ckpt_path: Path) -> dict:
     """β at the training step's warm start (FISTA, 15 it., ζ = 1e5, from c* = n/C: what training
     used) and at the true dual optimum (proximal bundle, 300 it.), on a run's final weights."""
     ck = load_checkpoint(ckpt_path)
-    g = ck.grid or {"w0": -0.11, "r": 1.114, "C": 6}
-    grid = Grid(g["w0"], g["r"], g["C"])
+    grid = ck.grid_value or thesis_grid()   # the training grid; the thesis' for a plain run
     w = model_vector(ck.build_model())
     out = {"checkpoint": str(ckpt_path.relative_to(REPO)), "mean_w": float(w.mean()), "w0": grid.w0}
     for label, kw in {"fista15_zeta1e5": dict(method="fista", iterations=15, zeta=1e5),
