@@ -39,7 +39,7 @@ from metaq_utils.checkpoints import REPO_ROOT, CheckpointError, atomic_write_byt
 from metaq_utils.data import load_mnist
 from metaq_utils.fileformat import encode_compressed
 from metaq_utils.frontier import append_points
-from metaq_utils.training import TrainConfig, make_model, train
+from metaq_utils.training import TrainConfig, evaluate, make_model, train
 
 METHOD = "deep-compression"
 
@@ -65,23 +65,26 @@ def dense_model(arch: str, data, args, out: Path):
     path = out / "_dense" / f"{arch}.pt"
     try:
         ck = load_checkpoint(path, expected_arch=arch)
-        if TrainConfig.from_dict(ck.config.get("train", {})) == cfg:
+        same_split = (ck.config.get("split") or {}).get("val_indices_sha256") == data.split.get("val_indices_sha256")
+        if TrainConfig.from_dict(ck.config.get("train", {})) == cfg and same_split:
             model = ck.build_model()
             log(f"{arch}: dense model reloaded from {path.relative_to(REPO_ROOT)} "
                 f"(test accuracy {100 * ck.metrics['test_accuracy']:.2f} %)")
             return model, ck.metrics["test_accuracy"]
-        log(f"{arch}: {path.name} was trained with another configuration; retraining")
+        log(f"{arch}: {path.name} was trained with another configuration or data split; retraining")
     except CheckpointError:
         pass
     log(f"{arch}: training the dense model, {cfg.epochs} epochs")
     model = make_model(cfg)
-    result = train(model, data, cfg, progress=False)
+    result = train(model, data, cfg, progress=False)       # per-epoch validation; the final epoch is kept
     for row in result.history:
-        log(f"  epoch {row['epoch']}: loss {row['train_loss']:.4f}  test {100 * row['test_accuracy']:.2f} %  "
+        log(f"  epoch {row['epoch']}: loss {row['train_loss']:.4f}  val {100 * row['val_accuracy']:.2f} %  "
             f"({row['epoch_seconds']:.1f} s)")
-    save_checkpoint(path, model, arch, config={"train": cfg.to_dict()}, metrics=result.final)
+    test_acc = evaluate(model, data.test_x, data.test_y)["accuracy"]   # the dense model's test accuracy, once
+    save_checkpoint(path, model, arch, config={"train": cfg.to_dict(), "split": data.split, "selection": "validation"},
+                    metrics={**result.final, "test_accuracy": test_acc})
     atomic_write_bytes(path.with_suffix(".json"), json.dumps(result.history, indent=1).encode())
-    return model, result.final["test_accuracy"]
+    return model, test_acc
 
 
 def pruned_model(dc: DeepCompression, dense, arch: str, out: Path, q: float, tag: str = ""):
@@ -92,7 +95,8 @@ def pruned_model(dc: DeepCompression, dense, arch: str, out: Path, q: float, tag
     path = out / "_pruned" / f"{arch}_q{q:g}{tag}.pt"
     try:
         ck = load_checkpoint(path, expected_arch=arch)
-        if ck.config.get("prune") == json.loads(json.dumps(prune_cfg)):
+        same_split = (ck.config.get("split") or {}).get("val_indices_sha256") == dc.data.split.get("val_indices_sha256")
+        if ck.config.get("prune") == json.loads(json.dumps(prune_cfg)) and same_split:
             log(f"{arch} q={q:g}: pruned model reloaded from {path.relative_to(REPO_ROOT)}")
             model = ck.build_model()
             return model, masks_from_zeros(model), ck.config["history"]
@@ -103,7 +107,7 @@ def pruned_model(dc: DeepCompression, dense, arch: str, out: Path, q: float, tag
     for h in history:
         log(f"  {h['stage']:8s} round {h['round']}: test {100 * h['accuracy']:.2f} %  density {100 * h['density']:.2f} %")
     log(f"{arch} q={q:g}: pruned in {time.perf_counter() - t0:.0f} s")
-    save_checkpoint(path, model, arch, config={"prune": prune_cfg, "history": history},
+    save_checkpoint(path, model, arch, config={"prune": prune_cfg, "history": history, "split": dc.data.split},
                     metrics={"test_accuracy": history[-1]["accuracy"], "density": history[-1]["density"]})
     return model, masks, history
 

@@ -3,8 +3,10 @@
 Starting from a plain pretrained LeNet-5, fine-tune with the adjacent-bucket soft-entropy term
 (spec §4.4, ``METaQConfig(variant="adjacent")``) on a grid centred at zero (w0 = 0, odd C, so one
 bucket is {≈0}); no L2 term (α = 0). Then sweep post-training quantization on zero-centred grids
-(odd C_Q), write every point as a real range-coded file, and pick the smallest file whose test
-accuracy is at least ``--target``. Everything goes to runs/ours/<name>/.
+(odd C_Q), write every point as a real range-coded file, and pick the smallest file whose
+validation accuracy is at least ``--target`` (PROTOCOL.md; ``--select-on test`` picks on the test
+set instead and marks the result test-selected). The test set is evaluated once, after selection,
+for the unquantized and the selected model. Everything goes to runs/ours/<name>/.
 
     python experiments/ours.py --pretrained runs/ours/plain_pretrain.pt --lam 2e-5 --epochs 6 --name adj_lam2e-5
 """
@@ -23,7 +25,7 @@ from metaq_utils.checkpoints import load_checkpoint, save_checkpoint
 from metaq_utils.data import load_mnist
 from metaq_utils.grid import Grid
 from metaq_utils.pipeline import code_with_every_codec
-from metaq_utils.ptq import model_vector, quantize_model, sweep_cq
+from metaq_utils.ptq import check_clean_validation, model_vector, quantize_model, sweep_cq
 from metaq_utils.regularizer import METaQConfig, METaQRegularizer
 from metaq_utils.training import TrainConfig, evaluate, train
 
@@ -46,12 +48,16 @@ def main() -> None:
     ap.add_argument("--prune-epochs", type=int, default=0,
                     help="stage 2: freeze the weights in the zero bucket of the training grid at 0 and retrain "
                          "the others (with the same entropy term) for this many epochs")
+    ap.add_argument("--select-on", default="validation", choices=["validation", "test"],
+                    help="split on which C_Q is chosen (test: explicit, the result is marked test-selected)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = REPO / "runs" / "ours" / args.name
     out.mkdir(parents=True, exist_ok=True)
     data = load_mnist(REPO / "data", verbose=False)
     ck = load_checkpoint(args.pretrained)
+    if args.select_on == "validation":
+        check_clean_validation(ck.config, data.split)   # the pretrained net must not have seen the split
     model = ck.build_model()
     w = model_vector(model)
     r = float(np.float32(args.r if args.r is not None else np.abs(w).max() * 1.001))
@@ -60,7 +66,7 @@ def main() -> None:
                       lr_schedule="cosine")
     t0 = time.time()
     res = train(model, data, cfg, regularizer=METaQRegularizer(model, metaq), progress=False,
-                checkpoint_path=out / "last.pt", resume=True)
+                checkpoint_path=out / "last.pt", resume=True, select_on=args.select_on)
     history = list(res.history)
     if args.prune_epochs > 0:
         from metaq_utils.baselines.deep_compression import FixedMasks, after_each_step
@@ -76,34 +82,46 @@ def main() -> None:
                            augment=True, lr_schedule="cosine")
         with after_each_step(model, fixed):
             res2 = train(model, data, cfg2, regularizer=CompositeRegularizer(fixed, METaQRegularizer(model, metaq)),
-                         progress=False)
+                         progress=False, select_on=args.select_on)
         history += [{**row, "stage": "prune-retrain"} for row in res2.history]
         res = res2
     save_checkpoint(out / f"{args.name}.pt", model, "lenet5",
                     config={"train": cfg.to_dict(), "regularizer": {"metaq": metaq.to_dict()},
-                            "pretrained": str(args.pretrained), "command": " ".join(sys.argv)},
+                            "pretrained": str(args.pretrained), "command": " ".join(sys.argv),
+                            "split": data.split, "selection": args.select_on},
                     metrics=res.final, grid={"w0": 0.0, "r": r, "C": args.C})
-    unq = evaluate(model, data.test_x, data.test_y)["accuracy"]
+    sx, sy = (data.val_x, data.val_y) if args.select_on == "validation" else (data.test_x, data.test_y)
     cqs = [c for c in range(3, args.max_cq + 1, 2)]
-    pts = sweep_cq(model, data.test_x, data.test_y, cqs, w0=0.0, r=r, arch="lenet5", progress=False)
+    pts = sweep_cq(model, sx, sy, cqs, evaluated_on=args.select_on, w0=0.0, r=r, arch="lenet5", progress=False)
     ok = [p for p in pts if p.accuracy >= args.target]
     best = min(ok, key=lambda p: p.file_bits) if ok else max(pts, key=lambda p: p.accuracy)
     grid = Grid(0.0, r, best.C_Q)
     q, _ = quantize_model(model, grid)
-    save_checkpoint(out / f"{args.name}_CQ{best.C_Q}.pt", q, "lenet5", config={"from": f"{args.name}.pt"},
-                    metrics={"accuracy": best.accuracy, "entropy_bits": best.entropy_bits, "C_Q": best.C_Q},
+    # after selection: validation and test accuracy of the two reported models (test once each)
+    unq_val = evaluate(model, data.val_x, data.val_y)["accuracy"]
+    unq = evaluate(model, data.test_x, data.test_y)["accuracy"]
+    q_val = evaluate(q, data.val_x, data.val_y)["accuracy"]
+    q_test = evaluate(q, data.test_x, data.test_y)["accuracy"]
+    save_checkpoint(out / f"{args.name}_CQ{best.C_Q}.pt", q, "lenet5",
+                    config={"from": f"{args.name}.pt", "split": data.split, "selection": args.select_on},
+                    metrics={"accuracy": q_test, "val_accuracy": q_val, "test_accuracy": q_test,
+                             "selection": args.select_on, "entropy_bits": best.entropy_bits, "C_Q": best.C_Q},
                     grid={"w0": 0.0, "r": r, "C": best.C_Q})
     rows = code_with_every_codec(q, "lenet5", grid, data, out_dir=out, stem=f"{args.name}_CQ{best.C_Q}")
     result = {"command": "python experiments/ours.py " + " ".join(sys.argv[1:]), "r": r,
-              "history": history, "unquantized_accuracy": unq,
+              "history": history, "selection": args.select_on, "split": data.split,
+              "unquantized_accuracy": unq, "unquantized_test_accuracy": unq, "unquantized_val_accuracy": unq_val,
+              "val_accuracy": q_val, "test_accuracy": q_test,
               "sweep": [p.to_dict() for p in pts], "selected": best.to_dict(), "target": args.target,
               "reached_target": bool(ok), "codecs": [row.__dict__ for row in rows], "seconds": time.time() - t0}
     (out / "result.json").write_text(json.dumps(result, indent=1))
-    print(f"{args.name}: unquantized {100 * unq:.2f} %, final-epoch soft entropy on grid "
-          f"{res.final.get('entropy_grid_bits', float('nan')):,.0f} bits; selected C_Q={best.C_Q}: "
-          f"{100 * best.accuracy:.2f} %, {best.file_bits:,} bits (target reached: {bool(ok)})")
+    print(f"{args.name}: unquantized val {100 * unq_val:.2f} % / test {100 * unq:.2f} %, final-epoch soft entropy "
+          f"on grid {res.final.get('entropy_grid_bits', float('nan')):,.0f} bits; selected on {args.select_on} "
+          f"C_Q={best.C_Q}: val {100 * q_val:.2f} % / test {100 * q_test:.2f} %, {best.file_bits:,} bits "
+          f"(target reached: {bool(ok)})")
     for row in rows:
-        print(f"  {row.codec:8s} {row.file_bits:9,d} bits  {row.compression_ratio:6.1f}x  acc {100 * row.decoded_accuracy:.2f} %")
+        print(f"  {row.codec:8s} {row.file_bits:9,d} bits  {row.compression_ratio:6.1f}x  "
+              f"val {100 * row.decoded_val_accuracy:.2f} %  test {100 * row.decoded_accuracy:.2f} %")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from metaq_utils.ablation import run_selection
 from metaq_utils.checkpoints import AFTER_DIR, BEFORE_DIR, load_checkpoint
 from metaq_utils.data import load_mnist
 from metaq_utils.pipeline import load_any
@@ -52,6 +53,8 @@ def main() -> None:
         raise SystemExit(f"the decoded file ({acc}) and the quantized checkpoint ({q_acc}) disagree")
     headline = {
         "compressed_file": str(mtq.relative_to(REPO)), "accuracy": acc, "file_bits": file_bits,
+        # PROTOCOL.md: where the run's choices were made (older runs: "test"), and its validation accuracy
+        "selection": run_selection(res), "val_accuracy": res.get("val_accuracy"), "split": res.get("split"),
         "n_params": n, "compression_ratio": 32 * n / file_bits, "bits_per_weight": file_bits / n,
         "codec": best["codec"], "C_Q": cq, "trained_checkpoint": str(before.relative_to(REPO)),
         "quantized_checkpoint": str(after.relative_to(REPO)), "source_run": str(run),
