@@ -458,8 +458,8 @@ def mismatched_tensors(tensors: Sequence, decoded: "CompressedModel | Sequence[n
     bit as float32 (a count or shape mismatch counts as a mismatch). Empty: the file is exact."""
     got = decoded.tensors if isinstance(decoded, CompressedModel) else list(decoded)
     want = [_as_float32(t) for t in tensors]
-    bad = [i for i, (a, b) in enumerate(zip(want, got))
-           if a.shape != np.shape(b) or not np.array_equal(a.view(np.uint32), np.asarray(b, np.float32).view(np.uint32))]
+    bad = [i for i, (a, b) in enumerate(zip(want, got)) if a.shape != np.shape(b)
+           or not np.array_equal(a.view(np.uint32), np.asarray(b, np.float32).view(np.uint32))]
     return bad + list(range(min(len(want), len(got)), max(len(want), len(got))))
 
 

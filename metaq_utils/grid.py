@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Grid", "as_finite_float64", "check_finite", "THESIS_GRID_W0", "THESIS_GRID_R", "THESIS_GRID_C", "thesis_grid"]
+__all__ = ["Grid", "as_finite_float64", "check_finite", "THESIS_GRID_W0", "THESIS_GRID_R", "THESIS_GRID_C",
+           "thesis_grid"]
 
 # The thesis' training range (spec §3): centre w0 = −0.11, half-width r = 1.114, i.e.
 # [−1.224, 1.004], with C = 6 buckets during training. Write these names, not the numbers.

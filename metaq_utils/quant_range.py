@@ -39,7 +39,8 @@ class QuantRange:
 
     def describe(self) -> str:
         """One line for the output: the range and its origin."""
-        return f"range [{self.w0 - self.r:.6g}, {self.w0 + self.r:.6g}] (w0 = {self.w0:g}, r = {self.r:g}): {self.source}"
+        return (f"range [{self.w0 - self.r:.6g}, {self.w0 + self.r:.6g}] (w0 = {self.w0:g}, r = {self.r:g}): "
+                f"{self.source}")
 
 
 def training_grid_of(source: Any) -> Grid | None:
@@ -70,8 +71,9 @@ def posttraining_range(source: Any, *, w0: float | None = None, r: float | None 
     if w0 is None and r is None:
         return QuantRange(base[0], base[1], origin)
     given = " and ".join(k for k, x in (("w0", w0), ("r", r)) if x is not None)
+    rest = "" if w0 is not None and r is not None else f"; otherwise {origin}"
     rng = QuantRange(base[0] if w0 is None else float(w0), base[1] if r is None else float(r),
-                     f"{given} given explicitly" + ("" if w0 is not None and r is not None else f"; otherwise {origin}"))
+                     f"{given} given explicitly{rest}")
     rng.grid(2)  # validate (finite, r > 0) now, with the range's own message
     return rng
 

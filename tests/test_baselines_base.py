@@ -49,7 +49,8 @@ def test_read_results_is_the_one_reader(tmp_path):
             (tmp_path / folder / name).mkdir(parents=True)
             (tmp_path / folder / name / "result.json").write_text(json.dumps({"run": name, "k": k}))
     assert [d["run"] for d in read_results([tmp_path / "dc", tmp_path / "inq"])] == ["r1", "r2", "a"]
-    assert read_baseline_runs(str(tmp_path / "inq"), str(tmp_path / "dc")) == read_results([tmp_path / "inq", tmp_path / "dc"])
+    both = [tmp_path / "inq", tmp_path / "dc"]
+    assert read_baseline_runs(*map(str, both)) == read_results(both)
     assert read_results([tmp_path / "missing"]) == []
     with pytest.raises(KeyError):                      # read_runs sorts Deep Compression entries by their knobs
         read_runs(str(tmp_path / "dc"))

@@ -27,7 +27,8 @@ def test_grid_dict_round_trip_and_validation():
     assert g.to_dict() == {"w0": 0.25, "r": 0.5, "C": 7} and Grid.from_dict(g.to_dict()) == g
     assert Grid.from_dict({"w0": np.float32(0.5), "r": 1, "C": 6.0}) == Grid(0.5, 1.0, 6)
     for bad, msg in [({"w0": 0, "r": 1}, "missing"), ({"w0": 0, "r": 1, "C": 4, "x": 1}, "unexpected"),
-                     ({"w0": "0", "r": 1, "C": 4}, "must be a number"), ({"w0": 0, "r": 1, "C": True}, "must be a number"),
+                     ({"w0": "0", "r": 1, "C": 4}, "must be a number"),
+                     ({"w0": 0, "r": 1, "C": True}, "must be a number"),
                      ({"w0": 0, "r": 1, "C": 4.5}, "must be an integer"), ({"w0": 0, "r": 0, "C": 4}, "r must be > 0"),
                      ({"w0": 0, "r": 1, "C": 1}, "C must be >= 2"), ([0, 1, 4], "mapping")]:
         with pytest.raises(ValueError, match=msg):

@@ -23,8 +23,8 @@ from ..fileformat import CompressedModel, GroupSpec, mismatched_tensors
 from ..paths import resolve
 from ..training import evaluate
 
-__all__ = ["BaselineConfig", "BaselineMethod", "BaselineRun", "prunable", "after_each_step", "bias_group_spec",
-           "check_decoded", "read_results"]
+__all__ = ["BaselineConfig", "BaselineMethod", "BaselineRun", "prunable", "weight_arrays", "after_each_step",
+           "bias_group_spec", "check_decoded", "read_results"]
 
 
 class BaselineConfig:
@@ -88,6 +88,14 @@ class BaselineRun:
 def prunable(model: nn.Module) -> dict[str, nn.Parameter]:
     """The weight tensors (conv kernels and fc matrices, ndim ≥ 2) by name; biases are not pruned."""
     return {n: p for n, p in model.named_parameters() if p.ndim >= 2}
+
+
+def weight_arrays(model: nn.Module) -> Iterator[tuple[int, str, np.ndarray]]:
+    """(index in ``model.parameters()``, name, flat NumPy view) of every weight tensor (ndim ≥ 2),
+    in parameter order: what the per-layer groups of a file are built from."""
+    for i, (name, p) in enumerate(model.named_parameters()):
+        if p.ndim >= 2:
+            yield i, name, p.detach().numpy().ravel()
 
 
 @contextmanager

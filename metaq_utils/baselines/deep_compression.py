@@ -60,7 +60,7 @@ from ..networks import count_parameters, model_from_compressed
 from ..paths import RUNS_DIR, resolve
 from ..training import TrainConfig, train
 from .base import (BaselineConfig, BaselineMethod, BaselineRun, after_each_step, bias_group_spec, check_decoded,
-                   prunable, read_results)
+                   prunable, read_results, weight_arrays)
 
 __all__ = ["DeepCompressionConfig", "DeepCompression", "DeepCompressionResult", "FixedMasks", "SharedGroup",
            "SharedWeights", "INIT_MODES", "layer_stds", "prunable", "masks_from_zeros", "prune",
@@ -450,12 +450,8 @@ class DeepCompression(BaselineMethod):
         """One sparse group per weight tensor (its distinct non-zero values as the table), and the
         biases as one dense k-means group or one float32 group."""
         c = self.config
-        named = list(model.named_parameters())
         specs = []
-        for i, (name, p) in enumerate(named):
-            if p.ndim < 2:
-                continue
-            w = p.detach().numpy().ravel()
+        for i, _, w in weight_arrays(model):
             table = np.unique(w[w != 0])
             if table.size == 0:
                 table = np.zeros(1, np.float32)      # all pruned: no entry refers to the table

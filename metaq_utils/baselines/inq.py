@@ -46,7 +46,7 @@ from ..fileformat import GroupSpec, encode_compressed, read_compressed
 from ..networks import count_parameters, model_from_compressed
 from ..training import TrainConfig, evaluate, train
 from .base import (BaselineConfig, BaselineMethod, BaselineRun, after_each_step, bias_group_spec, check_decoded,
-                   prunable, read_results)
+                   prunable, read_results, weight_arrays)
 from .deep_compression import kmeans_1d
 
 __all__ = ["INQConfig", "INQ", "FrozenWeights", "BaselineRun", "pow2_levels", "project_pow2", "partition",
@@ -166,12 +166,8 @@ def layer_group_specs(model: nn.Module, tables: Mapping[str, np.ndarray], *, cod
     in ``tables`` stored exactly with their distinct values as table (sparse if it has zeros and is
     smaller), and the biases as one dense group on their distinct values (``'kmeans'``: after
     :func:`quantize_biases`) or one float32 group."""
-    named = list(model.named_parameters())
     specs = []
-    for i, (name, p) in enumerate(named):
-        if p.ndim < 2:
-            continue
-        w = p.detach().numpy().ravel()
+    for i, name, w in weight_arrays(model):
         table = np.asarray(tables[name], np.float32) if name in tables else np.unique(w)
         if not on_levels(w, table).all():
             raise ValueError(f"{name}: some weights are not on the given table")

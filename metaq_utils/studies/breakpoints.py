@@ -36,7 +36,8 @@ BREAKPOINT_MODELS = {
 }
 
 
-def sample_xi(model: str, C: int, rng: np.random.Generator, w0: float = THESIS_GRID_W0, r: float = THESIS_GRID_R) -> np.ndarray:
+def sample_xi(model: str, C: int, rng: np.random.Generator, w0: float = THESIS_GRID_W0,
+              r: float = THESIS_GRID_R) -> np.ndarray:
     """One ξ ∈ R^C under a named random model (:data:`BREAKPOINT_MODELS`), on Grid(w0, r, C)."""
     if model == "iid_normal":
         return rng.normal(size=C)
