@@ -271,4 +271,26 @@ def format_table(res: PipelineResult) -> str:
         lines.append(f"{r.codec:8s} {r.file_bits:10,d} {r.bits_per_weight:7.3f} {r.compression_ratio:6.1f}× "
                      f"{str(r.decoded_exact):>6s} {_pct(r.decoded_val_accuracy):>9s} {_pct(r.decoded_accuracy):>10s}")
     lines.append(f"(ratios against 32 × {n:,} = {32 * n:,} bits of float32)")
+    lines += _beta_lines(res.train_history)
     return "\n".join(lines)
+
+
+def _beta_lines(history: Sequence[dict[str, Any]]) -> list[str]:
+    """What the entropy term added during training: β statistics of the last step of a few epochs
+    (so a reader sees the term acting, or not), and the share of weights off the dual grid."""
+    rows = [h for h in history if "beta_mean" in h]
+    if not rows:
+        return []
+    pick = sorted({0, len(rows) // 4, len(rows) // 2, len(rows) - 1})
+    out = ["entropy term (β of the last training step of the epoch; λ(1−α)β is added to the gradients):",
+           f"{'epoch':>5s} {'β mean':>9s} {'β std':>9s} {'β min':>9s} {'β max':>9s} {'distinct':>8s} "
+           f"{'above v_C-1':>11s} {'below v_0':>9s} {'entropy bits':>12s}"]
+    for i in pick:
+        h = rows[i]
+        out.append(f"{h['epoch']:5d} {h['beta_mean']:9.4g} {h['beta_std']:9.3g} {h.get('beta_min', float('nan')):9.4g} "
+                   f"{h.get('beta_max', float('nan')):9.4g} {h.get('beta_distinct', 0):8d} "
+                   f"{100 * h.get('share_above_grid', float('nan')):10.2f}% {100 * h.get('share_below_grid', float('nan')):8.2f}% "
+                   f"{h.get('entropy_grid_bits', float('nan')):12,.0f}")
+    if all(h["beta_mean"] == 0 and h["beta_std"] == 0 for h in rows):
+        out.append("β = 0 at every recorded step: the term added nothing (see README: solver rules)")
+    return out

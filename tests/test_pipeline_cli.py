@@ -34,6 +34,19 @@ def test_pipeline_end_to_end_small(small_mnist, tmp_path):
     table = format_table(res)
     assert "range" in table and "1,421,632" in table
     assert "val acc %" in table and "test acc %" in table and "selected on VALIDATION" in table
+    # the main job shows what the entropy term added (the default METaQConfig(): thesis rules, β ≠ 0)
+    assert "entropy term (β of the last training step" in table
+    beta_row = next(line for line in table.splitlines() if line.strip().startswith("1 "))
+    assert float(beta_row.split()[4]) > 0                                     # β max > 0: it acts
+    assert "added nothing" not in table
+
+
+def test_pipeline_table_says_when_the_term_added_nothing(small_mnist, tmp_path):
+    """Under our former rules (constant start, best point) β stays 0: the table says so."""
+    cfg = TrainConfig(epochs=1, seed=0, augment=False)
+    res = run_pipeline(small_mnist, cfg, METaQConfig(variant="constant_best"), name="z", cq_values=[8, 16],
+                       tolerance=0.5, before_dir=tmp_path, after_dir=tmp_path, progress=False, codecs=("range",))
+    assert "β = 0 at every recorded step: the term added nothing" in format_table(res)
 
 
 def test_pipeline_selects_on_validation_and_tests_once_after(small_mnist, tmp_path):
