@@ -105,10 +105,10 @@ def pruned_model(dc: DeepCompression, dense, arch: str, out: Path, q: float, tag
     t0 = time.perf_counter()
     model, masks, history = dc.prune_and_retrain(dense, arch)
     for h in history:
-        log(f"  {h['stage']:8s} round {h['round']}: test {100 * h['accuracy']:.2f} %  density {100 * h['density']:.2f} %")
+        log(f"  {h['stage']:8s} round {h['round']}: val {100 * h['val_accuracy']:.2f} %  density {100 * h['density']:.2f} %")
     log(f"{arch} q={q:g}: pruned in {time.perf_counter() - t0:.0f} s")
     save_checkpoint(path, model, arch, config={"prune": prune_cfg, "history": history, "split": dc.data.split},
-                    metrics={"test_accuracy": history[-1]["accuracy"], "density": history[-1]["density"]})
+                    metrics={"val_accuracy": history[-1]["val_accuracy"], "density": history[-1]["density"]})
     return model, masks, history
 
 
@@ -172,8 +172,8 @@ def main(argv=None) -> int:
                 atomic_write_bytes(run_dir / "model.mtq", result.file_bytes)
                 atomic_write_bytes(result_path, json.dumps(d, indent=1).encode())
                 append_points([_point(run, d)], args.frontier)
-                log(f"{run}: density {100 * result.density:.2f} %  after share {100 * result.history[-3]['accuracy']:.2f} %"
-                    f"  fine-tuned {100 * result.accuracy_before_coding:.2f} %  decoded {100 * result.accuracy:.2f} %  "
+                log(f"{run}: density {100 * result.density:.2f} %  after share (val) {100 * result.history[-3]['val_accuracy']:.2f} %"
+                    f"  fine-tuned (val) {100 * result.accuracy_before_coding:.2f} %  decoded (test) {100 * result.accuracy:.2f} %  "
                     f"{result.file_bits:,} bits ({result.bits_per_weight:.3f} bits/weight, {result.compression_ratio:.1f}×; "
                     f"{other} {alt_bits:,} bits)")
     return 0

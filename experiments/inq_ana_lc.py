@@ -109,7 +109,8 @@ def main(argv=None) -> int:
         atomic_write_bytes(run_dir / "model.mtq", result.file_bytes)
         atomic_write_bytes(result_path, json.dumps(d, indent=1).encode())
         append_points([point(run, d)], args.frontier)
-        stages = "  ".join(f"{h['stage']} {100 * h['accuracy']:.2f}" for h in d["history"] if h.get("accuracy") is not None)
+        stages = "  ".join(f"{h['stage']} {100 * h['val_accuracy']:.2f}" for h in d["history"]
+                           if h.get("val_accuracy") is not None)          # stages on validation
         log(f"{run}: {stages}")
         log(f"{run}: decoded {100 * d['accuracy']:.2f} %  {d['file_bits']:,} bits "
             f"({d['compression_ratio']:.1f}x)  {d['seconds']:.0f} s")

@@ -81,3 +81,56 @@ def test_bias_group_and_prunable():
     assert k.mode == "dense" and k.codec == "huffman" and np.all(np.diff(k.codebook) > 0)
     with pytest.raises(ValueError, match="biases must be"):
         bias_group_spec(m, "int8", "range")
+
+
+def _counting_evaluate(monkeypatch, data, modules):
+    """Replace ``evaluate`` in ``modules`` by a spy that records which split each call scored."""
+    from metaq_utils.training import evaluate as real
+
+    calls = []
+
+    def spy(model, x, y, *args, **kwargs):
+        calls.append("test" if x is data.test_x else "validation" if x is data.val_x else "other")
+        return real(model, x, y, *args, **kwargs)
+
+    for module in modules:
+        monkeypatch.setattr(module, "evaluate", spy)
+    return calls
+
+
+def test_stages_are_scored_on_validation_and_the_test_set_once(small_mnist, monkeypatch):
+    """PROTOCOL.md: every stage of a baseline on validation, the test set once (the decoded file)."""
+    import metaq_utils.baselines.base as base_mod
+    import metaq_utils.baselines.inq as inq_mod
+    from metaq_utils.baselines.deep_compression import DeepCompression, DeepCompressionConfig
+    from metaq_utils.baselines.inq import INQ, INQConfig
+
+    torch.manual_seed(0)
+    dense = build_model("lenet300100")
+    calls = _counting_evaluate(monkeypatch, small_mnist, [base_mod, inq_mod])
+    cfg = DeepCompressionConfig(quality=1.0, rounds=1, retrain_epochs=1, finetune_epochs=0, fc_bits=3)
+    run, _ = DeepCompression(cfg, small_mnist).run(dense, "lenet300100")
+    assert calls.count("test") == 1 and calls[-1] == "test" and "other" not in calls
+    stages = [h for h in run.history if h["stage"] != "encode"]
+    assert stages and all("val_accuracy" in h and "accuracy" not in h and "test_accuracy" not in h for h in stages)
+    assert run.history[-1]["test_accuracy"] == run.accuracy and run.selection == "validation"
+    assert run.to_json_dict()["val_accuracy"] == run.val_accuracy is not None
+
+    calls.clear()
+    torch.manual_seed(0)
+    run, _ = INQ(INQConfig(fractions=(0.5, 1.0), epochs_per_step=0, bits=3), small_mnist).run(
+        build_model("lenet5"), "lenet5")
+    assert calls.count("test") == 1 and calls[-1] == "test" and "other" not in calls
+    assert all("accuracy" not in h for h in run.history)
+
+
+def test_stage_accuracy_reads_protocol_and_older_entries(small_mnist):
+    from metaq_utils.baselines.base import BaselineMethod, stage_accuracy
+
+    assert stage_accuracy({"stage": "x", "val_accuracy": 0.98}) == (0.98, "validation")
+    assert stage_accuracy({"stage": "x", "accuracy": 0.97}) == (0.97, "test")      # older than the protocol
+    assert stage_accuracy({"stage": "x"}) == (None, None)
+    from metaq_utils.data import MNISTTensors
+    no_val = MNISTTensors(small_mnist.train_x, small_mnist.train_y, small_mnist.test_x, small_mnist.test_y)
+    with pytest.raises(ValueError, match="validation split"):
+        BaselineMethod(None, no_val)._accuracy(build_model("lenet5"))

@@ -245,7 +245,9 @@ def test_pipeline_file_round_trips_and_decodes_to_the_same_accuracy(small_mnist,
     dc = DeepCompression(cfg, small_mnist)
     assert encode_compressed("lenet300100", cm.tensors, dc.group_specs(decoded)) == data
     acc = evaluate(model_from_compressed(cm), small_mnist.test_x, small_mnist.test_y)["accuracy"]
-    assert acc == result.accuracy == result.accuracy_before_coding
+    assert acc == result.accuracy                                  # the decoded file's test accuracy
+    assert result.val_accuracy == result.accuracy_before_coding   # lossless: decoded = encoded, on validation
+    assert result.selection == "validation"
     assert acc > 0.5                      # trained, not garbage (2,048 images, a few epochs)
     # groups: one sparse group per weight matrix with at most 2**bits values, then the biases
     sparse = [g for g in cm.groups if g.mode == "sparse"]

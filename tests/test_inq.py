@@ -91,7 +91,8 @@ def test_inq_run_ends_on_grid_and_file_round_trips(small_mnist):
             lv = np.array(run.extra["levels"][name], np.float32)
             assert lv.size == 2 ** 2 + 1
             assert on_levels(t, lv).all()
-    assert run.accuracy == run.accuracy_before_coding
+    assert run.val_accuracy == run.accuracy_before_coding      # lossless coding, scored on validation
+    assert 0 < run.accuracy <= 1 and run.history[-1]["test_accuracy"] == run.accuracy
     assert [h["stage"] for h in run.history].count("retrain") == 2      # no retraining after 1.0
     # the pretrained model is untouched
     assert torch.equal(pretrained.fc1.weight, _model(3).fc1.weight)

@@ -27,6 +27,9 @@ The method's parts, each a small function or class:
 5. ``encode``          as INQ (:func:`.inq.encode_and_decode`): per-layer table codebook, dense or
                        sparse, range codec; biases one shared k-means table (or float32).
 
+Every stage is scored on the validation split (history key ``val_accuracy``, PROTOCOL.md); the
+test set is evaluated once, on the network decoded from the file.
+
 The latent full-precision weights are the trained parameters; the forward uses
 ``smoothed_quantizer(w, σ_l(τ))`` through :mod:`torch.nn.utils.parametrize`, and the schedule is
 advanced once per optimizer step by the training loop's regularizer hook.
@@ -271,23 +274,24 @@ class ANA(BaselineMethod):
     def run(self, pretrained: nn.Module, arch: str) -> tuple[BaselineRun, nn.Module]:
         c = self.config
         model = copy.deepcopy(pretrained)
-        history = [{"stage": "pretrained", "accuracy": self._accuracy(model)}]
+        history = [{"stage": "pretrained", "val_accuracy": self._accuracy(model)}]
         levels, schedule = self.prepare(model)
         hard0 = harden(model, arch)
-        history.append({"stage": "hard_at_start", "accuracy": self._accuracy(hard0)})
+        history.append({"stage": "hard_at_start", "val_accuracy": self._accuracy(hard0)})
         epochs = self.anneal(model, arch, schedule)
-        history.append({"stage": "anneal", "accuracy": self._accuracy(model), "epochs": epochs})
+        history.append({"stage": "anneal", "val_accuracy": self._accuracy(model), "epochs": epochs})
         harden_copy = harden(model, arch)
-        history.append({"stage": "harden", "accuracy": self._accuracy(harden_copy)})
+        history.append({"stage": "harden", "val_accuracy": self._accuracy(harden_copy)})
         if c.biases == "kmeans":
             quantize_biases(harden_copy, c.bias_bits)
-            history.append({"stage": "biases", "accuracy": self._accuracy(harden_copy)})
-        blob, decoded, layers, acc = encode_and_decode(harden_copy, arch, levels, self.data, codec=c.codec,
-                                                       biases=c.biases)
-        history.append({"stage": "encode", "accuracy": acc, "file_bits": 8 * len(blob)})
+            history.append({"stage": "biases", "val_accuracy": self._accuracy(harden_copy)})
+        blob, decoded, layers, accs = encode_and_decode(harden_copy, arch, levels, self.data, codec=c.codec,
+                                                        biases=c.biases)
+        history.append({"stage": "encode", **accs, "file_bits": 8 * len(blob)})
         zeros = sum(int((p == 0).sum()) for p in prunable(harden_copy).values())
         run = BaselineRun(method="ana", arch=arch, config=c.to_dict(), n_params=count_parameters(harden_copy),
-                          file_bits=8 * len(blob), accuracy=acc, accuracy_before_coding=history[-2]["accuracy"],
+                          file_bits=8 * len(blob), accuracy=accs["test_accuracy"],
+                          accuracy_before_coding=history[-2]["val_accuracy"], val_accuracy=accs["val_accuracy"],
                           history=history, layers=layers, file_bytes=blob,
                           extra={"levels": {n: v.tolist() for n, v in levels.items()},
                                  "windows": {n: schedule.window(n) for n in schedule.names},

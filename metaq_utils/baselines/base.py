@@ -24,7 +24,7 @@ from ..paths import resolve
 from ..training import evaluate
 
 __all__ = ["BaselineConfig", "BaselineMethod", "BaselineRun", "prunable", "weight_arrays", "after_each_step",
-           "bias_group_spec", "check_decoded", "read_results"]
+           "bias_group_spec", "check_decoded", "read_results", "stage_accuracy"]
 
 
 class BaselineConfig:
@@ -41,7 +41,13 @@ class BaselineConfig:
 
 class BaselineMethod:
     """What every baseline runner holds (its config, the data, whether to show progress) and how it
-    measures a model (test accuracy)."""
+    measures a model.
+
+    PROTOCOL.md: every stage of a baseline (pruned, retrained, shared, quantized, ...) is scored on
+    the **validation** split (:meth:`_accuracy`, history key ``val_accuracy``), so an experiment
+    script that picks a quality, bit width or schedule from those numbers selects on validation.
+    The test set is evaluated once per run, on the network decoded from the file
+    (:meth:`_test_accuracy`), after every stage."""
 
     def __init__(self, config: Any, data: MNISTTensors, *, progress: bool = False) -> None:
         self.config = config
@@ -49,6 +55,14 @@ class BaselineMethod:
         self.progress = progress
 
     def _accuracy(self, model: nn.Module) -> float:
+        """Validation accuracy (what the stages are scored on); ValueError without a validation split."""
+        if not getattr(self.data, "has_validation", False):
+            raise ValueError("the baselines score their stages on the validation split; the data has none "
+                             "(load_mnist() holds it out by default)")
+        return evaluate(model, self.data.val_x, self.data.val_y)["accuracy"]
+
+    def _test_accuracy(self, model: nn.Module) -> float:
+        """Test accuracy: only for the network decoded from the file, once, after every stage."""
         return evaluate(model, self.data.test_x, self.data.test_y)["accuracy"]
 
 
@@ -57,16 +71,21 @@ class BaselineRun:
     """One compressed network: the decoded file's test accuracy, the file's exact size, history.
 
     The one result type of the baselines (Deep Compression's adds its density); ``to_json_dict``
-    is the entry every ``runs/<method>/<run>/result.json`` holds."""
+    is the entry every ``runs/<method>/<run>/result.json`` holds. Its history rows score every
+    stage on validation (``val_accuracy``); entries older than the protocol have ``accuracy``
+    there, measured on test, and no ``selection`` (read them with :func:`stage_accuracy`)."""
     method: str
     arch: str
     config: dict[str, Any]
     n_params: int
     file_bits: int
-    accuracy: float                     # test accuracy of the network decoded from the file
-    accuracy_before_coding: float       # the network that was encoded (equal: the coding is lossless)
+    accuracy: float                     # test accuracy of the network decoded from the file (measured once)
+    accuracy_before_coding: float       # validation accuracy of the network that was encoded (= val_accuracy:
+                                        # the coding is lossless); test in entries older than the protocol
     history: list[dict[str, Any]]
     layers: list[dict[str, Any]]        # per group: tensors, mode, values, bits
+    val_accuracy: float | None = None   # validation accuracy of the network decoded from the file
+    selection: str = "validation"       # where the stages were scored (PROTOCOL.md)
     extra: dict[str, Any] = field(default_factory=dict)
     file_bytes: bytes = field(default=b"", repr=False)
 
@@ -154,3 +173,14 @@ def read_results(directories: Sequence[str | Path]) -> list[dict[str, Any]]:
         root = resolve(directory, Path(directory))
         runs += [json.loads(p.read_text()) for p in sorted(root.glob("*/result.json"))]
     return runs
+
+
+def stage_accuracy(row: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """(accuracy, split) of one history row of a baseline run: ``(val_accuracy, "validation")`` for
+    runs under the protocol, ``(accuracy, "test")`` for entries older than it, ``(None, None)``
+    for a row that scored nothing."""
+    if row.get("val_accuracy") is not None:
+        return float(row["val_accuracy"]), "validation"
+    if row.get("accuracy") is not None:
+        return float(row["accuracy"]), "test"
+    return None, None

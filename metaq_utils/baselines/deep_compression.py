@@ -42,7 +42,9 @@ with ``biases='float32'`` they are stored unquantized (32 bits each). Either way
 file and counted in its size, like every header byte, codebook, codec table and the checksum.
 
 Every size is the size of the whole file in bits; the reported accuracy is that of the network
-decoded from the file (checked bit-for-bit equal to the fine-tuned network).
+decoded from the file (checked bit-for-bit equal to the fine-tuned network). Every stage is scored
+on the validation split (history key ``val_accuracy``, PROTOCOL.md); the test set is evaluated
+once, on the decoded network.
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ from ..networks import count_parameters, model_from_compressed
 from ..paths import RUNS_DIR, resolve
 from ..training import TrainConfig, train
 from .base import (BaselineConfig, BaselineMethod, BaselineRun, after_each_step, bias_group_spec, check_decoded,
-                   prunable, read_results, weight_arrays)
+                   prunable, read_results, stage_accuracy, weight_arrays)
 
 __all__ = ["DeepCompressionConfig", "DeepCompression", "DeepCompressionResult", "FixedMasks", "SharedGroup",
            "SharedWeights", "INIT_MODES", "layer_stds", "prunable", "masks_from_zeros", "prune",
@@ -391,15 +393,15 @@ class DeepCompression(BaselineMethod):
         """Steps 1–2, ``rounds`` times, on a copy of ``dense``; returns (model, masks, history)."""
         model = copy.deepcopy(dense)
         stds = layer_stds(model)           # σ_l of the dense layers, fixed for every round
-        history = [{"stage": "dense", "round": 0, "accuracy": self._accuracy(model), "density": _density(model)}]
+        history = [{"stage": "dense", "round": 0, "val_accuracy": self._accuracy(model), "density": _density(model)}]
         masks = None
         for r in range(1, self.config.rounds + 1):
             masks, thresholds = self.prune(model, stds, r, masks)
-            history.append({"stage": "prune", "round": r, "accuracy": self._accuracy(model),
+            history.append({"stage": "prune", "round": r, "val_accuracy": self._accuracy(model),
                             "density": _density(model), "thresholds": thresholds,
                             "kept": {n: int(m.sum()) for n, m in masks.items()}})
             epochs = self.retrain(model, arch, masks, r)
-            history.append({"stage": "retrain", "round": r, "accuracy": self._accuracy(model),
+            history.append({"stage": "retrain", "round": r, "val_accuracy": self._accuracy(model),
                             "density": _density(model), "epochs": epochs})
         return model, masks, history
 
@@ -482,17 +484,18 @@ class DeepCompression(BaselineMethod):
         masks = masks_from_zeros(model) if masks is None else masks
         history = list(history or [])
         groups = self.share(model, masks)
-        history.append({"stage": "share", "accuracy": self._accuracy(model), "density": _density(model),
+        history.append({"stage": "share", "val_accuracy": self._accuracy(model), "density": _density(model),
                         "clusters": {",".join(g.names): g.n_clusters for g in groups}})
         epochs = self.fine_tune(model, arch, groups)
         acc_model = self._accuracy(model)
-        history.append({"stage": "fine_tune", "accuracy": acc_model, "density": _density(model), "epochs": epochs})
+        history.append({"stage": "fine_tune", "val_accuracy": acc_model, "density": _density(model), "epochs": epochs})
         data = self.encode(model, arch)
         cm = read_compressed(data, expected_arch=arch)
         check_decoded(model, cm)
         decoded = model_from_compressed(cm)
-        acc = self._accuracy(decoded)
-        history.append({"stage": "encode", "accuracy": acc, "file_bits": cm.file_bits})
+        val = self._accuracy(decoded)
+        acc = self._test_accuracy(decoded)          # the test set, once, on the decoded network
+        history.append({"stage": "encode", "val_accuracy": val, "test_accuracy": acc, "file_bits": cm.file_bits})
         names = [n for n, _ in model.named_parameters()]
         kept = {n: int((p != 0).sum()) for n, p in prunable(model).items()}
         layers = []
@@ -506,7 +509,8 @@ class DeepCompression(BaselineMethod):
                            "payload_bytes": g.payload_bytes, "group_bytes": g.group_bytes})
         result = DeepCompressionResult(arch=arch, config=self.config.to_dict(), n_params=count_parameters(model),
                                        file_bits=cm.file_bits, accuracy=acc, accuracy_before_coding=acc_model,
-                                       density=_density(model), history=history, layers=layers, file_bytes=data)
+                                       val_accuracy=val, density=_density(model), history=history, layers=layers,
+                                       file_bytes=data)
         return result, decoded
 
     def run(self, dense: nn.Module, arch: str) -> tuple[DeepCompressionResult, nn.Module]:
@@ -533,17 +537,21 @@ def _stage(run: Mapping[str, Any], stage: str, round_: int | None = None) -> dic
 
 
 def format_runs(runs: list[Mapping[str, Any]]) -> str:
-    """A Markdown table: per run the knobs, the density, the test accuracy after each stage and
-    the file size (Huffman, the reported one, and the other codec for reference)."""
-    lines = ["| run | q | rounds × epochs | bits (conv/fc) | density (%) | dense | pruned+retrained | shared | fine-tuned "
-             "| decoded file | file bits | ratio | other codec bits |",
-             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    """A Markdown table: per run the knobs, the density, the accuracy after each stage (validation
+    under the protocol; test in runs older than it, marked in the "stages on" column), the decoded
+    file's test accuracy and the file size (Huffman, the reported one, and the other codec for
+    reference)."""
+    lines = ["| run | q | rounds × epochs | bits (conv/fc) | density (%) | stages on | dense | pruned+retrained | shared "
+             "| fine-tuned | decoded file, test (%) | file bits | ratio | other codec bits |",
+             "|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for d in runs:
         c = d["config"]
         bits = f"{c['conv_bits']}/{c['fc_bits']}" if d["arch"] == "lenet5" else f"–/{c['fc_bits']}"
         other = ", ".join(f"{k} {v:,}" for k, v in d.get("file_bits_other_codec", {}).items())
-        acc = lambda row: f"{100 * row['accuracy']:.2f}"  # noqa: E731
-        lines.append(f"| {d['run']} | {c['quality']:g} | {c['rounds']} × {c['retrain_epochs']} | {bits} | {100 * d['density']:.2f} | {acc(_stage(d, 'dense'))} "
+        acc = lambda row: f"{100 * stage_accuracy(row)[0]:.2f}"  # noqa: E731
+        split = stage_accuracy(_stage(d, "dense"))[1]
+        lines.append(f"| {d['run']} | {c['quality']:g} | {c['rounds']} × {c['retrain_epochs']} | {bits} | {100 * d['density']:.2f} "
+                     f"| {split} | {acc(_stage(d, 'dense'))} "
                      f"| {acc(_stage(d, 'retrain'))} | {acc(_stage(d, 'share'))} | {acc(_stage(d, 'fine_tune'))} "
                      f"| {100 * d['accuracy']:.2f} | {d['file_bits']:,} | {d['compression_ratio']:.1f}× | {other} |")
     return "\n".join(lines)

@@ -28,7 +28,9 @@ Biases (the paper quantizes weights only): with ``biases='kmeans'`` (default, as
 Compression baseline) all bias vectors are replaced after training by a shared k-means table of
 ``2**bias_bits`` values and stored as one dense group; with ``'float32'`` they are stored raw.
 Either way they are in the file and in its size. The reported accuracy is that of the network
-decoded from the file (checked bit-for-bit equal to the network that was encoded).
+decoded from the file (checked bit-for-bit equal to the network that was encoded). Every stage is
+scored on the validation split (history key ``val_accuracy``, PROTOCOL.md); the test set is
+evaluated once, on the decoded network.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ from ..fileformat import GroupSpec, encode_compressed, read_compressed
 from ..networks import count_parameters, model_from_compressed
 from ..training import TrainConfig, evaluate, train
 from .base import (BaselineConfig, BaselineMethod, BaselineRun, after_each_step, bias_group_spec, check_decoded,
-                   prunable, read_results, weight_arrays)
+                   prunable, read_results, stage_accuracy, weight_arrays)
 from .deep_compression import kmeans_1d
 
 __all__ = ["INQConfig", "INQ", "FrozenWeights", "BaselineRun", "pow2_levels", "project_pow2", "partition",
@@ -187,10 +189,13 @@ def layer_group_specs(model: nn.Module, tables: Mapping[str, np.ndarray], *, cod
 
 
 def encode_and_decode(model: nn.Module, arch: str, tables: Mapping[str, np.ndarray], data: MNISTTensors | None, *,
-                      codec: str = "range", biases: str = "kmeans") -> tuple[bytes, nn.Module, list[dict], float | None]:
+                      codec: str = "range", biases: str = "kmeans"
+                      ) -> tuple[bytes, nn.Module, list[dict], dict[str, float] | None]:
     """Encode ``model`` (its weights already on ``tables``), decode the file, check every tensor is
-    bit-for-bit the encoded one, and evaluate the decoded network on ``data``'s test set.
-    Returns (file bytes, decoded model, per-group layer rows, accuracy or None without data)."""
+    bit-for-bit the encoded one, and evaluate the decoded network on ``data``'s validation split
+    and, once, on its test set. Returns (file bytes, decoded model, per-group layer rows,
+    ``{"val_accuracy", "test_accuracy"}`` or None without data; ``val_accuracy`` is None when the
+    data has no validation split)."""
     specs = layer_group_specs(model, tables, codec=codec, biases=biases, arch=arch)
     blob = encode_compressed(arch, [p.detach() for p in model.parameters()], specs)
     cm = read_compressed(blob, expected_arch=arch)
@@ -202,8 +207,11 @@ def encode_and_decode(model: nn.Module, arch: str, tables: Mapping[str, np.ndarr
                "nonzero": int(sum(int(np.count_nonzero(cm.tensors[i])) for i in g.tensors)),
                "n": int(sum(cm.tensors[i].size for i in g.tensors)), "max_gap": g.max_gap,
                "group_bits": 8 * g.group_bytes} for g in cm.groups]
-    acc = None if data is None else evaluate(decoded, data.test_x, data.test_y)["accuracy"]
-    return blob, decoded, layers, acc
+    accs = None
+    if data is not None:
+        val = evaluate(decoded, data.val_x, data.val_y)["accuracy"] if getattr(data, "has_validation", False) else None
+        accs = {"val_accuracy": val, "test_accuracy": evaluate(decoded, data.test_x, data.test_y)["accuracy"]}
+    return blob, decoded, layers, accs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -276,27 +284,27 @@ class INQ(BaselineMethod):
         c = self.config
         model = copy.deepcopy(pretrained)
         levels = self.levels(model)
-        history = [{"stage": "pretrained", "accuracy": self._accuracy(model)}]
+        history = [{"stage": "pretrained", "val_accuracy": self._accuracy(model)}]
         masks: dict[str, torch.Tensor] = {}
         for i, fraction in enumerate(c.fractions, start=1):
             masks = self.quantize_step(model, levels, masks, fraction)
-            history.append({"stage": "quantize", "step": i, "fraction": fraction, "accuracy": self._accuracy(model)})
+            history.append({"stage": "quantize", "step": i, "fraction": fraction, "val_accuracy": self._accuracy(model)})
             if fraction < 1.0:
                 epochs = self.retrain(model, arch, masks, i)
-                history.append({"stage": "retrain", "step": i, "accuracy": self._accuracy(model), "epochs": epochs})
+                history.append({"stage": "retrain", "step": i, "val_accuracy": self._accuracy(model), "epochs": epochs})
         for name, p in prunable(model).items():         # the invariant the file relies on
             if not on_levels(p, levels[name]).all():
                 raise AssertionError(f"{name}: a weight left the powers-of-two grid")
         if c.biases == "kmeans":
             quantize_biases(model, c.bias_bits)
-            history.append({"stage": "biases", "accuracy": self._accuracy(model)})
-        acc_model = history[-1]["accuracy"]
-        blob, decoded, layers, acc = encode_and_decode(model, arch, levels, self.data, codec=c.codec, biases=c.biases)
-        history.append({"stage": "encode", "accuracy": acc, "file_bits": 8 * len(blob)})
+            history.append({"stage": "biases", "val_accuracy": self._accuracy(model)})
+        acc_model = history[-1]["val_accuracy"]
+        blob, decoded, layers, accs = encode_and_decode(model, arch, levels, self.data, codec=c.codec, biases=c.biases)
+        history.append({"stage": "encode", **accs, "file_bits": 8 * len(blob)})
         zeros = sum(int((p == 0).sum()) for p in prunable(model).values())
         run = BaselineRun(method="inq", arch=arch, config=c.to_dict(), n_params=count_parameters(model),
-                          file_bits=8 * len(blob), accuracy=acc, accuracy_before_coding=acc_model, history=history,
-                          layers=layers, file_bytes=blob,
+                          file_bits=8 * len(blob), accuracy=accs["test_accuracy"], accuracy_before_coding=acc_model,
+                          val_accuracy=accs["val_accuracy"], history=history, layers=layers, file_bytes=blob,
                           extra={"levels": {n: v.tolist() for n, v in levels.items()},
                                  "zero_fraction": zeros / sum(p.numel() for p in prunable(model).values()),
                                  "total_epochs": c.epochs_per_step * (len(c.fractions) - 1)})
@@ -326,10 +334,11 @@ def schedule_of(run: Mapping[str, Any]) -> str:
 def format_baseline_runs(runs: Sequence[Mapping[str, Any]]) -> str:
     """A Markdown table: per run its schedule, the accuracy of the network *before* any retraining
     (INQ: every weight projected at once is the one-shot run; ANA: hard quantizer at the start; LC:
-    direct compression), the decoded file's accuracy, the file size and the compression ratio."""
+    direct compression) — validation under the protocol, test in runs older than it (the "stages
+    on" column) —, the decoded file's test accuracy, the file size and the compression ratio."""
     first = {"inq": "quantize", "ana": "hard_at_start", "lc-mix": "direct_compression"}
-    lines = ["| run | method | schedule / mix | pretrained (%) | first quantized (%) | decoded file (%) | file bits "
-             "| ratio | zero weights (%) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | method | schedule / mix | stages on | pretrained (%) | first quantized (%) | decoded file, test (%) "
+             "| file bits | ratio | zero weights (%) |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for d in runs:
         h = {row["stage"]: row for row in d["history"]}
         f0 = next(row for row in d["history"] if row["stage"] == first[d["method"]])
@@ -337,7 +346,8 @@ def format_baseline_runs(runs: Sequence[Mapping[str, Any]]) -> str:
         if zeros is None:
             n = sum(g["n"] for g in d["layers"] if not g["tensors"][0].endswith("bias"))
             zeros = 1 - sum(g["nonzero"] for g in d["layers"] if not g["tensors"][0].endswith("bias")) / n
-        lines.append(f"| {d['run']} | {d['method']} | {schedule_of(d)} | {100 * h['pretrained']['accuracy']:.2f} "
-                     f"| {100 * f0['accuracy']:.2f} | {100 * d['accuracy']:.2f} | {d['file_bits']:,} "
+        pre, split = stage_accuracy(h["pretrained"])
+        lines.append(f"| {d['run']} | {d['method']} | {schedule_of(d)} | {split} | {100 * pre:.2f} "
+                     f"| {100 * stage_accuracy(f0)[0]:.2f} | {100 * d['accuracy']:.2f} | {d['file_bits']:,} "
                      f"| {d['compression_ratio']:.1f}× | {100 * zeros:.1f} |")
     return "\n".join(lines)

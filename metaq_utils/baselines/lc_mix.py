@@ -39,10 +39,15 @@ quantized layers as ``dense`` groups with the K-centroid table; low-rank layers 
 U (m × r), V (r × n) the reader cannot hold — as the *reconstructed* matrix UVᵀ, quantized after
 the LC steps with a k-means table of ``2**lowrank_bits`` values (dense group). This last
 quantization is not part of LC; its accuracy is the measured one (``accuracy``), the exact
-low-rank network's is recorded too (``accuracy_exact_lowrank``), and so is the *theoretical* size
+low-rank network's validation accuracy is recorded too (``val_accuracy_exact_lowrank``; runs
+older than the protocol: ``accuracy_exact_lowrank``, on test), and so is the *theoretical* size
 of the same file with the factors stored instead (float32, r(m+n) values per layer:
 ``file_bits_factors_float32``). Biases are not compressed by LC; here they are one shared k-means
 table (``biases='kmeans'``, after training) or float32.
+
+Every stage (direct compression, each LC step's Δ(Θ) and w) is scored on the validation split
+(history keys ``val_accuracy``, ``val_accuracy_w``; PROTOCOL.md); the test set is evaluated once,
+on the decoded network.
 """
 from __future__ import annotations
 
@@ -292,15 +297,15 @@ class LCMix(BaselineMethod):
         c = self.config
         model = copy.deepcopy(pretrained)
         delta, lam = self.direct_compression(model)
-        history = [{"stage": "pretrained", "accuracy": self._accuracy(model)},
-                   {"stage": "direct_compression", "accuracy": self._accuracy(self.compressed_model(model, delta))}]
+        history = [{"stage": "pretrained", "val_accuracy": self._accuracy(model)},
+                   {"stage": "direct_compression", "val_accuracy": self._accuracy(self.compressed_model(model, delta))}]
         for k, mu in enumerate(mu_schedule(c.mu0, c.a, c.steps)):
             epochs = self.l_step(model, arch, mu, delta, lam, k)
             delta = self.c_step(model, lam, mu)
             lam = self.multiplier_step(model, mu, delta, lam)
             dist = sum(float(((p.detach() - delta[n]) ** 2).sum()) for n, p in self._weights(model).items())
-            history.append({"stage": "lc_step", "step": k, "mu": mu, "accuracy_w": self._accuracy(model),
-                            "accuracy": self._accuracy(self.compressed_model(model, delta)), "sq_distance": dist})
+            history.append({"stage": "lc_step", "step": k, "mu": mu, "val_accuracy_w": self._accuracy(model),
+                            "val_accuracy": self._accuracy(self.compressed_model(model, delta)), "sq_distance": dist})
         final = self.compressed_model(model, delta)
         ranks = {n: numerical_rank(delta[n]) for n, comp in self.compressions.items() if isinstance(comp, LowRank)}
         acc_exact = self._accuracy(final)
@@ -316,19 +321,20 @@ class LCMix(BaselineMethod):
                 tables[n] = cents.astype(np.float32)
             else:
                 tables[n] = np.unique(w)
-        history.append({"stage": "lowrank_quantized", "accuracy": self._accuracy(final)})
+        history.append({"stage": "lowrank_quantized", "val_accuracy": self._accuracy(final)})
         if c.biases == "kmeans":
             quantize_biases(final, c.bias_bits)
-            history.append({"stage": "biases", "accuracy": self._accuracy(final)})
-        blob, decoded, layers, acc = encode_and_decode(final, arch, tables, self.data, codec=c.codec, biases=c.biases)
-        history.append({"stage": "encode", "accuracy": acc, "file_bits": 8 * len(blob)})
+            history.append({"stage": "biases", "val_accuracy": self._accuracy(final)})
+        blob, decoded, layers, accs = encode_and_decode(final, arch, tables, self.data, codec=c.codec, biases=c.biases)
+        history.append({"stage": "encode", **accs, "file_bits": 8 * len(blob)})
         lowrank_group_bits = sum(g["group_bits"] for g in layers if g["tensors"][0] in ranks)
         factor_bits = sum(32 * r * (params[n].shape[0] + int(np.prod(params[n].shape[1:]))) for n, r in ranks.items())
         nonzeros = {n: int((params[n] != 0).sum()) for n, comp in self.compressions.items() if isinstance(comp, Pruning)}
         run = BaselineRun(method="lc-mix", arch=arch, config=c.to_dict(), n_params=count_parameters(final),
-                          file_bits=8 * len(blob), accuracy=acc, accuracy_before_coding=history[-2]["accuracy"],
+                          file_bits=8 * len(blob), accuracy=accs["test_accuracy"],
+                          accuracy_before_coding=history[-2]["val_accuracy"], val_accuracy=accs["val_accuracy"],
                           history=history, layers=layers, file_bytes=blob,
-                          extra={"accuracy_exact_lowrank": acc_exact, "ranks": ranks, "nonzeros": nonzeros,
+                          extra={"val_accuracy_exact_lowrank": acc_exact, "ranks": ranks, "nonzeros": nonzeros,
                                  "describe": {n: comp.describe() for n, comp in self.compressions.items()},
                                  "file_bits_factors_float32": (8 * len(blob) - lowrank_group_bits + factor_bits)
                                  if ranks else None})
