@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .data import MNISTTensors, iterate_batches, normalize
