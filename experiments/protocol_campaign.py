@@ -1,0 +1,734 @@
+"""Issue 13's re-measurement: every baseline under the protocol (PROTOCOL.md), ≥ 3 seeds, budgets
+written next to the points.
+
+What it runs (the budgets are the constants below; ``status`` prints them):
+
+1. ``dense``  the dense references, LeNet-5 and LeNet-300-100: two recipes (Adam, cosine, with and
+   without augmentation) on seed 0; the recipe with the higher validation accuracy (best epoch, on
+   validation) is trained on seeds 1 and 2. Seed s's reference (``best.pt``, the epoch chosen on
+   validation) is the starting point of every seed-s run below; its test accuracy is measured once.
+2. ``dc``     Deep Compression (prune → retrain × rounds, k-means sharing, centroid fine-tuning,
+   Huffman) on both networks, from the dense reference; each (quality, bits) is one configuration.
+3. ``inq``    INQ with the paper's schedule (50 / 75 / 87.5 / 100 %), 5 and 3 bits, LeNet-5.
+4. ``ana``    ANA, ternary weights, the paper's order (lower layers first), LeNet-5.
+5. ``lc``     the LC mixes of seed 003 with its μ schedule (μ0 = 5·10⁵ in the seed's text, read as
+   5·10⁻⁵ in our units, see :mod:`metaq_utils.baselines.lc_mix`; ×1.15; 30 steps), LeNet-5.
+
+Every stage is scored on the validation split; the test set is evaluated once per reported model,
+the network decoded from the file. Each run writes ``runs/<method>/protocol/<configuration>/
+seed<s>/``: ``result.json`` (when finished), ``log.txt``, ``model.mtq`` (the file whose size is
+reported). The dense references write ``runs/dense_reference/protocol/<arch>/<recipe>_seed<s>/``
+(``best.pt``, ``last.pt``, ``log.txt``, ``result.json``).
+
+    # two workers, one core each, in the background (a worker takes the next runnable job)
+    nohup nice -n 5 .venv/bin/python experiments/protocol_campaign.py run --worker w0 \\
+        > runs/protocol_campaign/w0.log 2>&1 &
+    nohup nice -n 5 .venv/bin/python experiments/protocol_campaign.py run --worker w1 \\
+        > runs/protocol_campaign/w1.log 2>&1 &
+    .venv/bin/python experiments/protocol_campaign.py status
+    # the frontier rows (results/frontier.csv, via frontier.aggregate_seeds) and results/PROTOCOL_RESULTS.md
+    .venv/bin/python experiments/protocol_campaign.py aggregate
+
+Resuming: a finished run (its ``result.json``) is never redone; an interrupted dense run resumes
+from ``last.pt``; Deep Compression reuses its pruned network (``_pruned/``); a job that another
+live worker holds (``runs/protocol_campaign/claims/``) is left to it, a dead worker's claim is
+taken over. A failing job is recorded (``runs/protocol_campaign/failed/``) and does not stop the
+others; ``run --retry-failed`` tries it again. ``--smoke`` runs everything with 1-epoch budgets on a
+data subset into another root (for testing the script; never aggregated into the frontier).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from metaq_utils.baselines.ana import ANA, ANAConfig
+from metaq_utils.baselines.deep_compression import DeepCompression, DeepCompressionConfig, masks_from_zeros
+from metaq_utils.baselines.inq import INQ, INQConfig
+from metaq_utils.baselines.lc_mix import MIXES, LCConfig, LCMix
+from metaq_utils.checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from metaq_utils.data import MNISTTensors, load_mnist
+from metaq_utils.networks import EXPECTED_PARAMETERS
+from metaq_utils.training import TrainConfig, evaluate, make_model, train
+
+REPO = Path(__file__).resolve().parents[1]
+SEEDS = (0, 1, 2)
+ARCHS = ("lenet5", "lenet300100")
+
+# ------------------------------------------------------------------------------------------------
+# budgets (fixed before the campaign; a result.json records the configuration it ran)
+
+# Dense references: Adam 1e-3, cosine to 0, batch 64; the best epoch on validation. Two recipes on
+# seed 0, the better one (validation) on seeds 1, 2.
+DENSE_EPOCHS = 20
+RECIPES = {
+    "adam_cos_aug": dict(optimizer="adam", lr=1e-3, lr_schedule="cosine", augment=True, weight_decay=0.0),
+    "adam_cos": dict(optimizer="adam", lr=1e-3, lr_schedule="cosine", augment=False, weight_decay=0.0),
+}
+# Deep Compression: qualities × bit settings per network (LeNet-5's conv1, 150 weights, is pruned at
+# half the quality, as the paper prunes LeNet-5's first layer far less than the others).
+DC = {
+    "lenet5": dict(qualities=(1.6, 2.2), bits=((8, 5), (5, 4), (4, 3)), layer_quality_scale={"conv1.weight": 0.5},
+                   rounds=3, retrain_epochs=6, finetune_epochs=1),
+    "lenet300100": dict(qualities=(1.6, 2.2), bits=((8, 6), (8, 4), (8, 3)), layer_quality_scale={},
+                        rounds=3, retrain_epochs=4, finetune_epochs=1),
+}
+DC_WEIGHT_DECAY = 1e-4
+# INQ: the paper's partition (cumulative 50 / 75 / 87.5 / 100 %), retraining after every step but the last.
+INQ_FRACTIONS = (0.5, 0.75, 0.875, 1.0)
+INQ_BITS = (5, 3)
+INQ_EPOCHS_PER_STEP = 3
+# ANA: ternary, linear noise decay, lower layers first (the paper's order); the last epoch is hard.
+ANA_CONFIGS = {"ana_tern_lower_linear": dict(quantizer="ternary", shape="linear", order="lower_first")}
+ANA_EPOCHS = 8
+# LC: seed 003's two best LeNet-5 mixes, its μ schedule (see the module docstring), 1 epoch per L step.
+LC_MIXES = ("conv-prune_fc-lowrank", "conv-prune_fc-quant")
+LC_MU0, LC_A, LC_STEPS, LC_EPOCHS_PER_STEP = 5e-5, 1.15, 30, 1
+
+# What the papers / seeds used, for the budget column (where this machine falls short, by how much).
+PAPER = {
+    "dense": "seed 003's reference: SGD (Nesterov) batch 16, lr 0.005 ×0.95/epoch, epochs not given",
+    "dc": "Han et al. give no per-round epochs for the LeNets; seed 002's example: 2 dense + 2 prune-retrain "
+          "+ 2 ep",
+    "inq": "the INQ paper gives ImageNet budgets only (no MNIST schedule); its partition 50/75/87.5/100 % is used",
+    "ana": "no budget given in seed 004 or for MNIST",
+    "lc": "seed 003: 30 LC steps × 10 L-step epochs (300 epochs), lr 0.2 ×0.98",
+}
+
+SMOKE = dict(DENSE_EPOCHS=1, retrain_epochs=1, finetune_epochs=1, rounds=1, INQ_EPOCHS_PER_STEP=1, ANA_EPOCHS=2,
+             LC_STEPS=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# plumbing
+
+
+class Ctx:
+    """Where things go and what budget applies (the real one, or the smoke one)."""
+
+    def __init__(self, root: Path, smoke: bool, command: str) -> None:
+        self.root, self.smoke, self.command = root, smoke, command
+        self.state = root / "protocol_campaign"
+        self._data: MNISTTensors | None = None
+
+    @property
+    def data(self) -> MNISTTensors:
+        if self._data is None:
+            data = load_mnist(REPO / "data", verbose=False)
+            if self.smoke:     # a small subset: the script's plumbing, not a measurement
+                data = MNISTTensors(data.train_x[:2048], data.train_y[:2048], data.test_x[:1000], data.test_y[:1000],
+                                    data.val_x[:1000], data.val_y[:1000], dict(data.split, val_size=1000))
+            self._data = data
+        return self._data
+
+    def b(self, name: str, value):
+        """The budget ``name``: ``value``, or its smoke replacement."""
+        return SMOKE.get(name, value) if self.smoke else value
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+class RunLog:
+    """A run's ``log.txt`` (appended; ``path`` a folder, or the log file itself), echoed to the
+    worker's stdout with the run's name."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        path = path if path.suffix in (".txt", ".log") else path / "log.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "a", buffering=1)
+        self.name = name
+
+    def __call__(self, msg: str) -> None:
+        self.f.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+        log(f"{self.name}: {msg}")
+
+    def close(self) -> None:
+        self.f.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. dense references
+
+
+def dense_dir(ctx: Ctx, arch: str, recipe: str, seed: int) -> Path:
+    return ctx.root / "dense_reference" / "protocol" / arch / f"{recipe}_seed{seed}"
+
+
+def dense_config(ctx: Ctx, arch: str, recipe: str, seed: int) -> TrainConfig:
+    return TrainConfig(arch=arch, epochs=ctx.b("DENSE_EPOCHS", DENSE_EPOCHS), batch_size=64, seed=seed,
+                       **RECIPES[recipe])
+
+
+def chosen_recipe(ctx: Ctx, arch: str) -> str | None:
+    """The recipe with the higher best-epoch validation accuracy on seed 0 (ties: the first of
+    RECIPES); None until every recipe's seed-0 run is finished. Written to ``recipe_choice.json``."""
+    results = {}
+    for r in RECIPES:
+        p = dense_dir(ctx, arch, r, 0) / "result.json"
+        if not p.exists():
+            return None
+        results[r] = read_json(p)["val_accuracy"]
+    best = max(RECIPES, key=lambda r: (results[r], -list(RECIPES).index(r)))
+    path = ctx.root / "dense_reference" / "protocol" / arch / "recipe_choice.json"
+    choice = {"arch": arch, "chosen": best, "rule": "highest best-epoch validation accuracy on seed 0 "
+              "(ties: the first recipe)", "seed0_val_accuracy": results,
+              "recipes": {r: dense_config(ctx, arch, r, 0).to_dict() for r in RECIPES}}
+    if not path.exists() or read_json(path) != choice:
+        write_json(path, choice)
+    return best
+
+
+def dense_reference(ctx: Ctx, arch: str, seed: int) -> tuple[Path, dict] | None:
+    """(run folder, result) of seed ``seed``'s dense reference, or None while it is not there."""
+    recipe = chosen_recipe(ctx, arch)
+    if recipe is None:
+        return None
+    d = dense_dir(ctx, arch, recipe, seed)
+    return (d, read_json(d / "result.json")) if (d / "result.json").exists() else None
+
+
+def load_dense(ctx: Ctx, arch: str, seed: int):
+    d, res = dense_reference(ctx, arch, seed)
+    ck = load_checkpoint(d / "best.pt", expected_arch=arch)
+    if (ck.config.get("split") or {}).get("val_indices_sha256") != ctx.data.split["val_indices_sha256"]:
+        raise CheckpointError(f"{d}: the dense reference was trained with another split")
+    ref = {"run": str(d.relative_to(ctx.root.parent)),
+           "recipe": res["recipe"], "best_epoch": res["best_epoch"], "val_accuracy": res["val_accuracy"],
+           "test_accuracy": res["test_accuracy"]}
+    return ck.build_model(), ref
+
+
+def run_dense(ctx: Ctx, arch: str, recipe: str, seed: int) -> None:
+    out = dense_dir(ctx, arch, recipe, seed)
+    cfg = dense_config(ctx, arch, recipe, seed)
+    rlog = RunLog(out, f"dense {arch} {recipe} seed {seed}")
+    rlog(f"command: {ctx.command}; config {cfg.to_dict()}")
+    model = make_model(cfg)
+    t0 = time.time()
+
+    def report(epoch: int, row: dict) -> None:
+        rlog(f"epoch {epoch:3d} loss {row['train_loss']:.4f} val {100 * row['val_accuracy']:.2f} % "
+             f"({row['epoch_seconds']:.1f} s)")
+
+    res = train(model, ctx.data, cfg, checkpoint_path=out / "last.pt", resume=True, best_path=out / "best.pt",
+                epoch_callbacks=[report], progress=False)
+    best = load_checkpoint(out / "best.pt", expected_arch=arch).build_model()
+    test = evaluate(best, ctx.data.test_x, ctx.data.test_y)["accuracy"]      # the test set, once
+    row = {r["epoch"]: r for r in res.history}[res.best_epoch]
+    result = {"command": ctx.command, "arch": arch, "recipe": recipe, "seed": seed, "train_config": cfg.to_dict(),
+              "selection": "validation", "split": ctx.data.split, "best_epoch": res.best_epoch,
+              "val_accuracy": row["val_accuracy"], "test_accuracy": test,
+              "final_val_accuracy": res.final["val_accuracy"], "n_params": sum(p.numel() for p in best.parameters()),
+              "epoch_seconds_mean": statistics.fmean(r["epoch_seconds"] for r in res.history),
+              "history": res.history, "wall_seconds_this_session": time.time() - t0, "checkpoint": "best.pt"}
+    write_json(out / "result.json", result)
+    rlog(f"done: best epoch {res.best_epoch} val {100 * row['val_accuracy']:.2f} % test {100 * test:.2f} %")
+    rlog.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# 2-5. the baselines, from the dense reference of the same seed
+
+
+def method_dir(ctx: Ctx, folder: str, config: str, seed: int) -> Path:
+    return ctx.root / folder / "protocol" / config / f"seed{seed}"
+
+
+def dc_config_name(arch: str, q: float, bits: tuple[int, int]) -> str:
+    return f"{arch}_q{q:g}_fc{bits[1]}" if arch == "lenet300100" else f"{arch}_q{q:g}_conv{bits[0]}_fc{bits[1]}"
+
+
+def dc_configs(ctx: Ctx, arch: str, q: float, seed: int) -> list[tuple[tuple[int, int], DeepCompressionConfig]]:
+    s = DC[arch]
+    base = DeepCompressionConfig(
+        quality=q, layer_quality=tuple((n, f * q) for n, f in s["layer_quality_scale"].items()),
+        rounds=ctx.b("rounds", s["rounds"]), retrain_epochs=ctx.b("retrain_epochs", s["retrain_epochs"]),
+        weight_decay=DC_WEIGHT_DECAY, finetune_epochs=ctx.b("finetune_epochs", s["finetune_epochs"]),
+        init="linear", codec="huffman", seed=seed)
+    return [(bits, dataclasses.replace(base, conv_bits=bits[0], fc_bits=bits[1])) for bits in s["bits"]]
+
+
+def budget_text(ctx: Ctx, method: str, arch: str = "lenet5") -> str:
+    """The training budget behind a point (written in the frontier's ``budget`` column)."""
+    dense = (f"from the dense reference ({ctx.b('DENSE_EPOCHS', DENSE_EPOCHS)} ep Adam cosine, "
+             f"recipe and epoch chosen on validation)")
+    if method == "dc":
+        s = DC[arch]
+        return (f"{ctx.b('rounds', s['rounds'])} prune-retrain rounds x {ctx.b('retrain_epochs', s['retrain_epochs'])} ep "
+                f"(Adam 5e-4 cosine, L2 {DC_WEIGHT_DECAY:g}) + {ctx.b('finetune_epochs', s['finetune_epochs'])} ep "
+                f"centroid fine-tuning; {dense}")
+    if method == "inq":
+        e = ctx.b("INQ_EPOCHS_PER_STEP", INQ_EPOCHS_PER_STEP)
+        return (f"paper partition 50/75/87.5/100 %, {e} ep retraining after each of the first 3 steps "
+                f"({3 * e} ep, Adam 2e-4 cosine); {dense}")
+    if method == "ana":
+        e = ctx.b("ANA_EPOCHS", ANA_EPOCHS)
+        return f"{e} ep (Adam 5e-4 cosine; noise annealed over {e - 1}, last epoch hard); {dense}"
+    if method == "lc":
+        steps = ctx.b("LC_STEPS", LC_STEPS)
+        return (f"mu0 = 5e-5 (seed 003's 5e5, our units) x{LC_A:g}, {steps} LC steps x {LC_EPOCHS_PER_STEP} ep "
+                f"L-step (SGD 0.05 x0.98/step); seed 003: 30 x 10 ep = 300 ep, this is "
+                f"{steps * LC_EPOCHS_PER_STEP} ep ({300 // max(1, steps * LC_EPOCHS_PER_STEP)}x fewer); {dense}")
+    raise ValueError(method)
+
+
+def _save_run(ctx: Ctx, out: Path, result, *, seed: int, config_name: str, method: str, arch: str, ref: dict,
+              seconds: float, budget: str, rlog: RunLog) -> dict:
+    d = result.to_json_dict()
+    d.update(run=config_name, seed=seed, test_accuracy=result.accuracy, val_accuracy=result.val_accuracy,
+             selection="validation", budget=budget, dense_reference=ref, split=ctx.data.split, command=ctx.command,
+             seconds=seconds, file="model.mtq", campaign_method=method)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "model.mtq", result.file_bytes)
+    write_json(out / "result.json", d)
+    stages = "  ".join(f"{h['stage']}{h.get('round', h.get('step', ''))} {100 * h['val_accuracy']:.2f}"
+                       for h in d["history"] if h.get("val_accuracy") is not None and h["stage"] != "lc_step")
+    rlog(f"stages (val %): {stages}")
+    rlog(f"done: decoded file val {100 * d['val_accuracy']:.2f} % test {100 * d['test_accuracy']:.2f} %, "
+         f"{d['file_bits']:,} bits ({d['compression_ratio']:.1f}x), {seconds:.0f} s")
+    return d
+
+
+def run_dc(ctx: Ctx, arch: str, q: float, seed: int) -> None:
+    configs = dc_configs(ctx, arch, q, seed)
+    todo = [(bits, cfg) for bits, cfg in configs
+            if not (method_dir(ctx, "deep_compression", dc_config_name(arch, q, bits), seed) / "result.json").exists()]
+    if not todo:
+        return
+    dense, ref = load_dense(ctx, arch, seed)
+    cache = ctx.root / "deep_compression" / "protocol" / "_pruned" / f"{arch}_q{q:g}_seed{seed}.pt"
+    rlog = RunLog(cache.with_suffix(".log"), f"dc {arch} q{q:g} seed {seed}")
+    rlog(f"command: {ctx.command}; dense reference {ref}")
+    dc = DeepCompression(todo[0][1], ctx.data)
+    prune_cfg = {k: v for k, v in todo[0][1].to_dict().items()
+                 if k in ("quality", "layer_quality", "rounds", "quality_schedule", "retrain_epochs", "retrain_lr",
+                          "weight_decay", "batch_size", "augment", "seed")}
+    t0 = time.time()
+    pruned = None
+    try:
+        ck = load_checkpoint(cache, expected_arch=arch)
+        if ck.config.get("prune") == prune_cfg and ck.config.get("dense_reference") == ref:
+            pruned, history = ck.build_model(), ck.config["history"]
+            masks = masks_from_zeros(pruned)
+            rlog(f"pruned network reloaded from {cache.name}")
+    except CheckpointError:
+        pass
+    if pruned is None:
+        pruned, masks, history = dc.prune_and_retrain(dense, arch)
+        save_checkpoint(cache, pruned, arch, config={"prune": prune_cfg, "history": history, "split": ctx.data.split,
+                                                     "dense_reference": ref, "selection": "validation"},
+                        metrics={"val_accuracy": history[-1]["val_accuracy"], "density": history[-1]["density"]})
+        for h in history:
+            rlog(f"{h['stage']:8s} round {h['round']}: val {100 * h['val_accuracy']:.2f} %  "
+                 f"density {100 * h['density']:.2f} %")
+        rlog(f"pruned in {time.time() - t0:.0f} s")
+    for bits, cfg in todo:
+        name = dc_config_name(arch, q, bits)
+        out = method_dir(ctx, "deep_compression", name, seed)
+        t1 = time.time()
+        result, _ = DeepCompression(cfg, ctx.data).compress(pruned, arch, masks, history)
+        blog = RunLog(out, f"dc {name} seed {seed}")
+        blog(f"command: {ctx.command}; pruned network {cache.name}; dense reference {ref}")
+        _save_run(ctx, out, result, seed=seed, config_name=name, method="dc", arch=arch, ref=ref,
+                  seconds=time.time() - t1 + (t1 - t0 if bits == todo[0][0] else 0.0),
+                  budget=budget_text(ctx, "dc", arch), rlog=blog)
+        blog.close()
+    rlog.close()
+
+
+def inq_name(bits: int) -> str:
+    return f"inq_b{bits}_paper"
+
+
+def ana_names() -> list[str]:
+    return list(ANA_CONFIGS)
+
+
+def lc_name(mix: str) -> str:
+    return f"lc_{mix}"
+
+
+def _run_single(ctx: Ctx, folder: str, name: str, seed: int, method: str, algo: Callable) -> None:
+    out = method_dir(ctx, folder, name, seed)
+    rlog = RunLog(out, f"{method} {name} seed {seed}")
+    dense, ref = load_dense(ctx, "lenet5", seed)
+    rlog(f"command: {ctx.command}; dense reference {ref}")
+    t0 = time.time()
+    result, _ = algo().run(dense, "lenet5")
+    if method == "lc":
+        for h in result.history:
+            if h["stage"] == "lc_step":
+                rlog(f"LC step {h['step']:2d} mu {h['mu']:.3g}: val(Delta) {100 * h['val_accuracy']:.2f} %  "
+                     f"val(w) {100 * h['val_accuracy_w']:.2f} %  |w-Delta|^2 {h['sq_distance']:.4g}")
+    _save_run(ctx, out, result, seed=seed, config_name=name, method=method, arch="lenet5", ref=ref,
+              seconds=time.time() - t0, budget=budget_text(ctx, method), rlog=rlog)
+    rlog.close()
+
+
+def run_inq(ctx: Ctx, bits: int, seed: int) -> None:
+    cfg = INQConfig(fractions=INQ_FRACTIONS, epochs_per_step=ctx.b("INQ_EPOCHS_PER_STEP", INQ_EPOCHS_PER_STEP),
+                    bits=bits, seed=seed)
+    _run_single(ctx, "inq", inq_name(bits), seed, "inq", lambda: INQ(cfg, ctx.data))
+
+
+def run_ana(ctx: Ctx, name: str, seed: int) -> None:
+    cfg = ANAConfig(epochs=ctx.b("ANA_EPOCHS", ANA_EPOCHS), seed=seed, **ANA_CONFIGS[name])
+    _run_single(ctx, "ana", name, seed, "ana", lambda: ANA(cfg, ctx.data))
+
+
+def run_lc(ctx: Ctx, mix: str, seed: int) -> None:
+    cfg = LCConfig(mix=MIXES[mix], steps=ctx.b("LC_STEPS", LC_STEPS), mu0=LC_MU0, a=LC_A,
+                   epochs_per_step=LC_EPOCHS_PER_STEP, seed=seed)
+    _run_single(ctx, "lc_mix", lc_name(mix), seed, "lc", lambda: LCMix(cfg, ctx.data))
+
+
+# ------------------------------------------------------------------------------------------------
+# the jobs and the scheduler
+
+
+@dataclasses.dataclass
+class Job:
+    id: str
+    outputs: Callable[[], list[Path]]           # every result.json the job writes
+    ready: Callable[[], bool]                    # its inputs exist
+    run: Callable[[], None]
+    skipped: Callable[[], bool] = lambda: False  # not needed (a recipe that was not chosen)
+
+    def done(self) -> bool:
+        return all(p.exists() for p in self.outputs())
+
+
+def jobs(ctx: Ctx) -> list[Job]:
+    """Every job, in priority order: the dense references first (everything depends on them), then
+    the longest jobs (LC), then Deep Compression LeNet-5, INQ, ANA, Deep Compression LeNet-300-100."""
+    out: list[Job] = []
+
+    def dense_job(arch, recipe, seed):
+        def skipped():
+            c = chosen_recipe(ctx, arch)
+            return seed != 0 and c is not None and c != recipe
+        return Job(f"dense:{arch}:{recipe}:s{seed}", lambda: [dense_dir(ctx, arch, recipe, seed) / "result.json"],
+                   (lambda: True) if seed == 0 else (lambda: chosen_recipe(ctx, arch) == recipe),
+                   lambda: run_dense(ctx, arch, recipe, seed), skipped)
+
+    for seed in SEEDS:
+        for arch in ARCHS:
+            for recipe in RECIPES:
+                out.append(dense_job(arch, recipe, seed))
+    has_ref = lambda arch, seed: (lambda: dense_reference(ctx, arch, seed) is not None)  # noqa: E731
+    for seed in SEEDS:
+        for mix in LC_MIXES:
+            out.append(Job(f"lc:{mix}:s{seed}", lambda mix=mix, seed=seed: [method_dir(ctx, "lc_mix", lc_name(mix), seed)
+                                                                             / "result.json"],
+                           has_ref("lenet5", seed), lambda mix=mix, seed=seed: run_lc(ctx, mix, seed)))
+    for arch in ARCHS:
+        for seed in SEEDS:
+            for q in DC[arch]["qualities"]:
+                job = Job(f"dc:{arch}:q{q:g}:s{seed}",
+                          lambda arch=arch, q=q, seed=seed: [method_dir(ctx, "deep_compression",
+                                                                        dc_config_name(arch, q, bits), seed) / "result.json"
+                                                             for bits in DC[arch]["bits"]],
+                          has_ref(arch, seed), lambda arch=arch, q=q, seed=seed: run_dc(ctx, arch, q, seed))
+                out.append(job)
+        if arch == "lenet5":
+            for seed in SEEDS:
+                for bits in INQ_BITS:
+                    out.append(Job(f"inq:b{bits}:s{seed}",
+                                   lambda bits=bits, seed=seed: [method_dir(ctx, "inq", inq_name(bits), seed) / "result.json"],
+                                   has_ref("lenet5", seed), lambda bits=bits, seed=seed: run_inq(ctx, bits, seed)))
+                for name in ana_names():
+                    out.append(Job(f"ana:{name}:s{seed}",
+                                   lambda name=name, seed=seed: [method_dir(ctx, "ana", name, seed) / "result.json"],
+                                   has_ref("lenet5", seed), lambda name=name, seed=seed: run_ana(ctx, name, seed)))
+    return out
+
+
+def _alive(pid: int, host: str) -> bool:
+    if host != socket.gethostname():
+        return True                      # another machine's claim: assume it is alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim_path(ctx: Ctx, job: Job) -> Path:
+    return ctx.state / "claims" / (job.id.replace(":", "_") + ".claim")
+
+
+def _failed_path(ctx: Ctx, job: Job) -> Path:
+    return ctx.state / "failed" / (job.id.replace(":", "_") + ".json")
+
+
+def claimed_by_other(ctx: Ctx, job: Job) -> bool:
+    p = _claim_path(ctx, job)
+    if not p.exists():
+        return False
+    try:
+        c = read_json(p)
+    except (OSError, ValueError):
+        return True                      # being written
+    if c["pid"] == os.getpid() and c["host"] == socket.gethostname():
+        return False
+    if _alive(c["pid"], c["host"]):
+        return True
+    p.unlink(missing_ok=True)            # a dead worker's claim
+    return False
+
+
+def claim(ctx: Ctx, job: Job, worker: str) -> bool:
+    p = _claim_path(ctx, job)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    claimed_by_other(ctx, job)           # clears a stale claim
+    try:
+        fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "worker": worker, "since": time.time()}, f)
+    return True
+
+
+def job_state(ctx: Ctx, job: Job) -> str:
+    if job.done():
+        return "done"
+    if job.skipped():
+        return "skipped"
+    if _failed_path(ctx, job).exists():
+        return "failed"
+    if claimed_by_other(ctx, job):
+        return "running"
+    return "ready" if job.ready() else "waiting"
+
+
+def run_worker(ctx: Ctx, worker: str, retry_failed: bool, only: list[str] | None, poll: float = 15.0) -> int:
+    torch.set_num_threads(1)
+    if retry_failed:
+        for p in (ctx.state / "failed").glob("*.json"):
+            p.unlink()
+    log(f"worker {worker} (pid {os.getpid()}), root {ctx.root}, smoke={ctx.smoke}")
+    failures = 0
+    while True:
+        all_jobs = [j for j in jobs(ctx) if not only or any(j.id.startswith(o) for o in only)]
+        states = {j.id: job_state(ctx, j) for j in all_jobs}
+        ready = [j for j in all_jobs if states[j.id] == "ready"]
+        if not ready:
+            if any(s == "running" for s in states.values()):   # a waiting job may become ready when it ends
+                time.sleep(poll)
+                continue
+            left = {s: sum(1 for v in states.values() if v == s) for s in set(states.values())}
+            log(f"worker {worker}: nothing left to run ({left})")
+            return 1 if failures else 0
+        job = ready[0]
+        if not claim(ctx, job, worker):
+            continue
+        try:
+            if job.done():               # finished by another worker between the check and the claim
+                continue
+            log(f"worker {worker}: {job.id} started")
+            t0 = time.time()
+            job.run()
+            log(f"worker {worker}: {job.id} finished in {time.time() - t0:.0f} s")
+        except Exception as e:           # one failing job does not stop the others; it is recorded
+            failures += 1
+            log(f"worker {worker}: {job.id} FAILED: {type(e).__name__}: {e}")
+            write_json(_failed_path(ctx, job), {"job": job.id, "error": f"{type(e).__name__}: {e}",
+                                                "traceback": traceback.format_exc(), "time": time.time()})
+        finally:
+            _claim_path(ctx, job).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# status, aggregation, report
+
+
+def config_groups(ctx: Ctx) -> list[dict[str, Any]]:
+    """Every configuration of the campaign: method (frontier name), network, run (frontier run name,
+    the folder under runs/<folder>/), folder, budget, its seeds' result.json paths."""
+    groups = []
+    for arch in ARCHS:
+        for q in DC[arch]["qualities"]:
+            for bits in DC[arch]["bits"]:
+                name = dc_config_name(arch, q, bits)
+                groups.append(dict(method="deep-compression", network=arch, folder="deep_compression", name=name,
+                                   budget=budget_text(ctx, "dc", arch)))
+    for bits in INQ_BITS:
+        groups.append(dict(method="inq", network="lenet5", folder="inq", name=inq_name(bits),
+                           budget=budget_text(ctx, "inq")))
+    for name in ana_names():
+        groups.append(dict(method="ana", network="lenet5", folder="ana", name=name, budget=budget_text(ctx, "ana")))
+    for mix in LC_MIXES:
+        groups.append(dict(method="lc-mix", network="lenet5", folder="lc_mix", name=lc_name(mix),
+                           budget=budget_text(ctx, "lc")))
+    for g in groups:
+        g["run"] = f"protocol/{g['name']}"
+        g["paths"] = [method_dir(ctx, g["folder"], g["name"], s) / "result.json" for s in SEEDS]
+        g["results"] = [read_json(p) for p in g["paths"] if p.exists()]
+    return groups
+
+
+def notes_of(g: dict, results: list[dict]) -> str:
+    c = results[0]["config"]
+    if g["method"] == "deep-compression":
+        bits = f"fc {c['fc_bits']} bits" if g["network"] == "lenet300100" else f"conv {c['conv_bits']} / fc {c['fc_bits']} bits"
+        dens = statistics.fmean(r["density"] for r in results)
+        s = f"q={c['quality']:g}, {bits}, biases {c['biases']} {c['bias_bits']} bits, Huffman; density {100 * dens:.2f} %"
+    elif g["method"] == "inq":
+        s = f"INQ b={c['bits']}, fractions {'/'.join(f'{x:g}' for x in c['fractions'])}, range codec"
+    elif g["method"] == "ana":
+        s = f"ANA {c['quantizer']}, {c['shape']} {c['order']}, noise {c['noise_scale']:g}, range codec"
+    else:
+        s = "LC " + ", ".join(f"{n.split('.')[0]} {v}" for n, v in results[0]["extra"]["describe"].items())
+        if results[0]["extra"].get("ranks"):
+            s += f"; low-rank stored as {2 ** c['lowrank_bits']}-value k-means reconstruction"
+    return s + "; stages scored on validation, test once on the decoded file; seeds " + \
+        ",".join(str(r["seed"]) for r in results)
+
+
+def frontier_rows(ctx: Ctx, min_seeds: int = 3) -> list:
+    from metaq_utils.frontier import aggregate_seeds
+
+    rows = []
+    for g in config_groups(ctx):
+        res = g["results"]
+        if len(res) < min_seeds:
+            continue
+        rows.append(aggregate_seeds(res, method=g["method"], network=g["network"], run=g["run"], budget=g["budget"],
+                                    notes=notes_of(g, res), n_params=res[0]["n_params"], min_seeds=min_seeds))
+    return rows
+
+
+def _pm(xs: list[float], scale: float = 100.0, fmt: str = ".2f") -> str:
+    if not xs:
+        return ""
+    m = statistics.fmean(xs)
+    return f"{scale * m:{fmt}}" + (f" ± {scale * statistics.stdev(xs):{fmt}}" if len(xs) > 1 else "")
+
+
+def report(ctx: Ctx, command: str) -> str:
+    """results/PROTOCOL_RESULTS.md."""
+    L = ["# Baselines re-measured under the protocol (issue 13)", "",
+         f"Generated by `{command}` from the `result.json` of every run (`experiments/protocol_campaign.py`).",
+         "Every choice (recipe, best epoch) is made on the validation split (5,000 training images); every",
+         "stage of a baseline is scored on validation; the test set (10,000 images) is evaluated once per",
+         "reported model, the network decoded from the file. mean ± std (ddof = 1) over seeds; a row needs 3 seeds.",
+         "", "## Dense references (the starting point of every method)", "",
+         "| network | recipe (chosen on validation) | seeds | best epoch (val) | val acc (%) | test acc (%) | run |",
+         "|---|---|---:|---|---:|---:|---|"]
+    for arch in ARCHS:
+        recipe = chosen_recipe(ctx, arch)
+        if recipe is None:
+            L.append(f"| {arch} | (not chosen yet) | | | | | |")
+            continue
+        res = [read_json(dense_dir(ctx, arch, recipe, s) / "result.json") for s in SEEDS
+               if (dense_dir(ctx, arch, recipe, s) / "result.json").exists()]
+        choice = read_json(ctx.root / "dense_reference" / "protocol" / arch / "recipe_choice.json")
+        other = ", ".join(f"{r} {100 * v:.2f} %" for r, v in choice["seed0_val_accuracy"].items())
+        L.append(f"| {arch} | {recipe} ({DENSE_EPOCHS} ep; seed-0 val: {other}) | {len(res)} | "
+                 f"{', '.join(str(r['best_epoch']) for r in res)} | {_pm([r['val_accuracy'] for r in res])} | "
+                 f"{_pm([r['test_accuracy'] for r in res])} | runs/dense_reference/protocol/{arch}/{recipe}_seed{{0,1,2}} |")
+    L += ["", "## Points (the rows written to `results/frontier.csv`, `selection = validation`)", "",
+          "| network | method | run (under runs/&lt;method&gt;/) | seeds | test acc (%) | val acc (%) | file bits | ratio | budget |",
+          "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for g in config_groups(ctx):
+        res = g["results"]
+        if not res:
+            continue
+        n = res[0]["n_params"]
+        bits = [r["file_bits"] for r in res]
+        fb = f"{statistics.fmean(bits):,.0f}" + (f" ± {statistics.stdev(bits):,.0f}" if len(bits) > 1 else "")
+        flag = "" if len(res) >= 3 else " (incomplete: not in the frontier)"
+        L.append(f"| {g['network']} | {g['method']} | {g['folder']}/{g['run']}/seed{{{','.join(str(r['seed']) for r in res)}}}"
+                 f"{flag} | {len(res)} | {_pm([r['test_accuracy'] for r in res])} | {_pm([r['val_accuracy'] for r in res])} "
+                 f"| {fb} | {32 * n / statistics.fmean(bits):.1f}× | {g['budget']} |")
+    # LC: the ordering of the mixes, step by step (validation, mean over seeds)
+    lc = {g["name"]: g["results"] for g in config_groups(ctx) if g["method"] == "lc-mix" and g["results"]}
+    if len(lc) == 2 and all(len(v) >= 1 for v in lc.values()):
+        (na, ra), (nb, rb) = lc.items()
+        steps = min(len([h for h in r["history"] if h["stage"] == "lc_step"]) for r in ra + rb)
+        traj = lambda rs, k: statistics.fmean([h for h in r["history"] if h["stage"] == "lc_step"][k]["val_accuracy"]  # noqa: E731
+                                              for r in rs)
+        ahead = [traj(ra, k) > traj(rb, k) for k in range(steps)]
+        last_change = max([k for k in range(1, steps) if ahead[k] != ahead[k - 1]], default=0)
+        leader, other = (na, nb) if ahead[-1] else (nb, na)
+        L += ["", "## LC: the ordering of the mixes", "",
+              f"Validation accuracy of Δ(Θ) after each LC step, mean over seeds: **{leader}** is ahead of {other} "
+              f"from step {last_change} to the last ({steps - 1}), i.e. over the last {steps - last_change} of "
+              f"{steps} steps.", "",
+              "| step | " + " | ".join(lc) + " |", "|---:|" + "---:|" * len(lc)]
+        for k in sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps - 1}):
+            L.append(f"| {k} | " + " | ".join(f"{100 * traj(r, k):.2f}" for r in lc.values()) + " |")
+    L += ["", "## Budgets against the papers", ""]
+    for k, v in PAPER.items():
+        L.append(f"* **{k}**: {v}.")
+    L.append(f"* **this campaign**: dense {DENSE_EPOCHS} ep; DC LeNet-5 {DC['lenet5']['rounds']}×{DC['lenet5']['retrain_epochs']} "
+             f"+ {DC['lenet5']['finetune_epochs']} ep, LeNet-300-100 {DC['lenet300100']['rounds']}×"
+             f"{DC['lenet300100']['retrain_epochs']} + {DC['lenet300100']['finetune_epochs']} ep; INQ 3×{INQ_EPOCHS_PER_STEP} ep; "
+             f"ANA {ANA_EPOCHS} ep; LC {LC_STEPS}×{LC_EPOCHS_PER_STEP} ep (seed 003: 30×10, i.e. "
+             f"{300 // (LC_STEPS * LC_EPOCHS_PER_STEP)}× fewer L-step epochs).")
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["run", "status", "aggregate"])
+    p.add_argument("--worker", default="w0")
+    p.add_argument("--only", nargs="+", help="job id prefixes (e.g. dense: lc:)")
+    p.add_argument("--retry-failed", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="1-epoch budgets on a data subset (tests the script)")
+    p.add_argument("--root", default=None, help="where runs go (default runs/; --smoke: /tmp/protocol_smoke/runs)")
+    p.add_argument("--frontier", default="results/frontier.csv")
+    p.add_argument("--report", default="results/PROTOCOL_RESULTS.md")
+    a = p.parse_args(argv)
+    root = Path(a.root) if a.root else (Path("/tmp/protocol_smoke/runs") if a.smoke else REPO / "runs")
+    root = root if root.is_absolute() else REPO / root
+    command = "python experiments/protocol_campaign.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    ctx = Ctx(root, a.smoke, command)
+    if a.command == "run":
+        return run_worker(ctx, a.worker, a.retry_failed, a.only)
+    if a.command == "status":
+        for j in jobs(ctx):
+            print(f"{job_state(ctx, j):8s} {j.id}")
+        return 0
+    rows = frontier_rows(ctx)
+    if a.smoke:
+        print(report(ctx, command))
+        print(f"{len(rows)} rows (smoke: not written)")
+        return 0
+    from metaq_utils.frontier import append_points, format_frontier
+
+    if rows:
+        append_points(rows, a.frontier)
+    print(format_frontier(rows, protocol=True))
+    out = REPO / a.report
+    atomic_write_bytes(out, report(ctx, command).encode())
+    print(f"{len(rows)} rows -> {a.frontier}; report -> {a.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
