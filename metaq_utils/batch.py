@@ -181,8 +181,9 @@ def _connect(scheduler: str | None, n_workers: int | None):
     from distributed import Client, LocalCluster
     if scheduler:
         return Client(scheduler, set_as_default=False), None
+    # dashboard/HTTP server on a free port: two batches (or a batch and a test) never collide on 8787
     cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address="127.0.0.1:0")
     return Client(cluster, set_as_default=False), cluster
 
 
