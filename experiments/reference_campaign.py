@@ -7,7 +7,9 @@ epoch and the final epoch), ≥ 3 seeds.
     python experiments/reference_campaign.py ablation --epochs 12 --worker 1 --workers 2
 
 Runs are split between workers by index (run i goes to worker i mod W), one torch thread each, so
-two workers use the two cores. Each run writes ``runs/<campaign>/<run>/``: ``last.pt`` (the
+two workers use the two cores; a second process on the same share (``--reverse``) takes its runs from
+the end. A process claims a run (``.claim`` with its pid) before starting it; a claim whose process
+is gone is taken over. Each run writes ``runs/<campaign>/<run>/``: ``last.pt`` (the
 resumable state after every epoch), ``best.pt`` (the validation-selected epoch), ``log.txt`` and,
 when finished, ``result.json``. A finished run (``result.json`` present) is skipped; an
 interrupted one resumes from ``last.pt`` and ends with the same weights as an uninterrupted run.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -48,6 +51,28 @@ def runs_for(campaign: str, epochs: int) -> list[tuple[str, int, dict, int]]:
     if campaign == "reproduction":
         return [(f"reference_seed{s}", s, dict(variant="reference"), epochs) for s in SEEDS]
     return [(f"{name}_seed{s}", s, kw, epochs) for s in SEEDS for name, kw in ABLATION.items()]
+
+
+def claim(out: Path) -> bool:
+    """Claim a run for this process (``out/.claim`` created exclusively, holding our pid). A claim
+    whose process is gone is taken over (the run then resumes from ``last.pt``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ".claim"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+                os.kill(pid, 0)                  # raises if the claiming process is gone
+                return pid == os.getpid()
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)     # stale claim: take it over
+                continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
 
 
 def run_one(out: Path, seed: int, metaq_kw: dict, epochs: int, data, command: str) -> None:
@@ -97,18 +122,24 @@ def main(argv=None) -> int:
     p.add_argument("--worker", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--only", default=None, help="comma-separated run names")
+    p.add_argument("--reverse", action="store_true",
+                   help="take this worker's runs from the end (a second process on the same share)")
     a = p.parse_args(argv)
     epochs = a.epochs or (144 if a.campaign == "reproduction" else 12)
     torch.set_num_threads(1)
     data = load_mnist(REPO / "data", verbose=False)
     root = REPO / "runs" / (a.campaign if a.campaign == "reproduction" else f"ablation_protocol/e{epochs}")
     command = "python experiments/reference_campaign.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    for i, (name, seed, kw, ep) in enumerate(runs_for(a.campaign, epochs)):
-        if i % a.workers != a.worker or (a.only and name not in a.only.split(",")):
+    todo = [r for i, r in enumerate(runs_for(a.campaign, epochs)) if i % a.workers == a.worker]
+    for name, seed, kw, ep in (reversed(todo) if a.reverse else todo):
+        if a.only and name not in a.only.split(","):
             continue
         out = root / name
         if (out / "result.json").exists():
             print(f"[campaign] {name}: done, skipped", flush=True)
+            continue
+        if not claim(out):
+            print(f"[campaign] {name}: claimed by another process, skipped", flush=True)
             continue
         print(f"[campaign] {name} ({ep} epochs) -> {out.relative_to(REPO)}", flush=True)
         try:
