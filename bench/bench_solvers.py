@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import scipy
 
-from metaq_utils import dual
-from metaq_utils.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid
-from metaq_utils.subproblem import (
+from metaq_utils.core import dual
+from metaq_utils.core.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid
+from metaq_utils.core.subproblem import (
     lower_hull_breakpoints,
     lower_hull_chain,
     lower_hull_pava,

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaq_utils.data import load_mnist
-from metaq_utils.training import TrainConfig, make_model, train
+from metaq_utils.nn.data import load_mnist
+from metaq_utils.nn.training import TrainConfig, make_model, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,11 +80,11 @@ def main() -> None:
     configs = {"plain": (False, None), "augmented": (True, None)}
     if not args.skip_metaq:
         try:
-            from metaq_utils.regularizer import METaQConfig, METaQRegularizer
+            from metaq_utils.nn.regularizer import METaQConfig, METaQRegularizer
         except ImportError:
-            print("metaq_utils.regularizer not available: timing plain and augmented epochs only")
+            print("metaq_utils.nn.regularizer not available: timing plain and augmented epochs only")
         else:
-            # the thesis text's rules and the reference code's rules (metaq_utils/reference.py)
+            # the thesis text's rules and the reference code's rules (metaq_utils/core/reference.py)
             for variant in ("thesis", "reference"):
                 for C in (6, 256):
                     configs[f"metaq_{variant}_C{C}"] = (False, lambda m, C=C, v=variant: METaQRegularizer(

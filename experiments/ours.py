@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaq_utils.checkpoints import load_checkpoint, save_checkpoint
-from metaq_utils.data import load_mnist
-from metaq_utils.grid import Grid
+from metaq_utils.nn.checkpoints import load_checkpoint, save_checkpoint
+from metaq_utils.nn.data import load_mnist
+from metaq_utils.core.grid import Grid
 from metaq_utils.pipeline import code_with_every_codec
-from metaq_utils.ptq import check_clean_validation, model_vector, quantize_model, sweep_cq
-from metaq_utils.regularizer import METaQConfig, METaQRegularizer
-from metaq_utils.training import TrainConfig, evaluate, train
+from metaq_utils.nn.ptq import check_clean_validation, model_vector, quantize_model, sweep_cq
+from metaq_utils.nn.regularizer import METaQConfig, METaQRegularizer
+from metaq_utils.nn.training import TrainConfig, evaluate, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def main() -> None:
     history = list(res.history)
     if args.prune_epochs > 0:
         from metaq_utils.baselines.deep_compression import FixedMasks, after_each_step
-        from metaq_utils.training import CompositeRegularizer
+        from metaq_utils.nn.training import CompositeRegularizer
         half = metaq.grid.delta / 2
         masks = {n: p.detach().abs() >= half for n, p in model.named_parameters() if n.endswith("weight")}
         with torch.no_grad():

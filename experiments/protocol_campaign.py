@@ -56,10 +56,10 @@ from metaq_utils.baselines.ana import ANA, ANAConfig
 from metaq_utils.baselines.deep_compression import DeepCompression, DeepCompressionConfig, masks_from_zeros
 from metaq_utils.baselines.inq import INQ, INQConfig
 from metaq_utils.baselines.lc_mix import MIXES, LCConfig, LCMix
-from metaq_utils.checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
-from metaq_utils.data import MNISTTensors, load_mnist
-from metaq_utils.networks import EXPECTED_PARAMETERS
-from metaq_utils.training import TrainConfig, evaluate, make_model, train
+from metaq_utils.nn.checkpoints import CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from metaq_utils.nn.data import MNISTTensors, load_mnist
+from metaq_utils.nn.networks import EXPECTED_PARAMETERS
+from metaq_utils.nn.training import TrainConfig, evaluate, make_model, train
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)

@@ -20,7 +20,7 @@ __all__ = ["main"]
 
 
 def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
-    from .regularizer import VARIANTS
+    from .nn.regularizer import VARIANTS
     g = p.add_argument_group("training (defaults: the thesis' best configuration, spec §3)")
     g.add_argument("--arch", default="lenet5", choices=["lenet5", "lenet300100"])
     g.add_argument("--epochs", type=int, default=default_epochs)
@@ -33,8 +33,8 @@ def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
                    help="uniform in [w0 - r, w0 + r] (thesis) or PyTorch's default")
     m = p.add_argument_group("METaQ term")
     m.add_argument("--variant", default="reference", choices=list(VARIANTS) + ["plain"],
-                   help="'reference': METaQ as its reference code runs it (metaq_utils/reference.py); "
-                        "'plain' trains without any regularizer; the others: metaq_utils/regularizer.py")
+                   help="'reference': METaQ as its reference code runs it (metaq_utils/core/reference.py); "
+                        "'plain' trains without any regularizer; the others: metaq_utils/nn/regularizer.py")
     m.add_argument("--C", type=int, default=6)
     m.add_argument("--w0", type=float, default=-0.11)
     m.add_argument("--r", type=float, default=1.114)
@@ -83,7 +83,7 @@ def _xi_kwargs(args) -> dict:
 
 
 def _stop_rules(args):
-    from .training import StopRule
+    from .nn.training import StopRule
     rules = []
     for text in args.stop_rule:
         parts = text.split(":")
@@ -98,8 +98,8 @@ def _stop_rules(args):
 
 
 def _configs(args):
-    from .regularizer import METaQConfig
-    from .training import TrainConfig
+    from .nn.regularizer import METaQConfig
+    from .nn.training import TrainConfig
     train_cfg = TrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, optimizer="adam",
                             lr=args.lr, betas=(0.9, 0.99), augment=not args.no_augment, seed=args.seed,
                             init=args.init, init_low=args.w0 - args.r, init_high=args.w0 + args.r,
@@ -111,7 +111,7 @@ def _configs(args):
 
 
 def _cmd_data(args) -> int:
-    from .data import ensure_mnist
+    from .nn.data import ensure_mnist
     source = ensure_mnist(args.root, verbose=not args.quiet)
     if not args.quiet or source != "existing":
         print(f"MNIST ready under {args.root} (source: {source})")
@@ -119,10 +119,10 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .checkpoints import BEFORE_DIR
-    from .data import load_mnist
-    from .regularizer import METaQRegularizer
-    from .training import make_model, train
+    from .nn.checkpoints import BEFORE_DIR
+    from .nn.data import load_mnist
+    from .nn.regularizer import METaQRegularizer
+    from .nn.training import make_model, train
     train_cfg, metaq = _configs(args)
     data = load_mnist(args.root, verbose=False)
     model = make_model(train_cfg)
@@ -143,7 +143,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_pipeline(args) -> int:
-    from .data import load_mnist
+    from .nn.data import load_mnist
     from .pipeline import default_cq_values, format_table, run_pipeline
     train_cfg, metaq = _configs(args)
     data = load_mnist(args.root, verbose=False)
@@ -163,13 +163,13 @@ def _cmd_pipeline(args) -> int:
 
 
 def _cmd_quantize(args) -> int:
-    from .checkpoints import AFTER_DIR, load_checkpoint, save_checkpoint
-    from .data import load_mnist
+    from .nn.checkpoints import AFTER_DIR, load_checkpoint, save_checkpoint
+    from .nn.data import load_mnist
     from .pipeline import default_cq_values
-    from .ptq import check_clean_validation, quantize_model, select_point, sweep_cq
-    from .quant_range import posttraining_range
-    from .quantization import entropy_bits
-    from .training import evaluate
+    from .nn.ptq import check_clean_validation, quantize_model, select_point, sweep_cq
+    from .quant.quant_range import posttraining_range
+    from .quant.quantization import entropy_bits
+    from .nn.training import evaluate
     ck = load_checkpoint(args.checkpoint)
     rng = posttraining_range(ck, w0=args.w0, r=args.r)
     print(rng.describe())
@@ -204,9 +204,9 @@ def _cmd_quantize(args) -> int:
 
 
 def _cmd_compress(args) -> int:
-    from .checkpoints import atomic_write_bytes, load_checkpoint
+    from .nn.checkpoints import atomic_write_bytes, load_checkpoint
     from .pipeline import compress_model
-    from .quant_range import posttraining_range
+    from .quant.quant_range import posttraining_range
     ck = load_checkpoint(args.checkpoint)
     cq = args.cq or (ck.grid or {}).get("C")
     if cq is None:
@@ -225,8 +225,8 @@ def _cmd_decompress(args) -> int:
     import io
 
     import torch
-    from .checkpoints import atomic_write_bytes
-    from .fileformat import read_compressed
+    from .nn.checkpoints import atomic_write_bytes
+    from .coding.fileformat import read_compressed
     from .pipeline import model_from_compressed
     cm = read_compressed(args.file)
     model = model_from_compressed(cm)
@@ -239,9 +239,9 @@ def _cmd_decompress(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .data import load_mnist
+    from .nn.data import load_mnist
     from .pipeline import load_any
-    from .training import evaluate
+    from .nn.training import evaluate
     model, arch, file_bits, n = load_any(args.path)
     data = load_mnist(args.root, verbose=False)
     acc = evaluate(model, data.test_x, data.test_y)["accuracy"]
@@ -258,9 +258,9 @@ def _cmd_evaluate(args) -> int:
 def _cmd_dual(args) -> int:
     """K successive warm-started dual solves on a checkpoint's weights, on the variant's grid."""
     import numpy as np
-    from .checkpoints import load_checkpoint
-    from .reference import beta_summary
-    from .regularizer import METaQConfig, METaQRegularizer
+    from .nn.checkpoints import load_checkpoint
+    from .core.reference import beta_summary
+    from .nn.regularizer import METaQConfig, METaQRegularizer
     ck = load_checkpoint(args.checkpoint)
     grid = ck.grid or {}
     w0 = args.w0 if args.w0 is not None else grid.get("w0", -0.11)

@@ -7,7 +7,7 @@
 * :mod:`metaq_utils.studies.dual_runs` — the dual maximisers against the optimum, thesis tables;
 * :mod:`metaq_utils.studies.timing` — timing studies;
 * :mod:`metaq_utils.studies.plots` — the convergence figure;
-* :func:`metaq_utils.checkpoints.find_checkpoint` — the checkpoint finder (torch side), behind
+* :func:`metaq_utils.nn.checkpoints.find_checkpoint` — the checkpoint finder (torch side), behind
   :func:`find_lenet5_checkpoint` here.
 
 New code should import from those modules.
@@ -39,9 +39,9 @@ __all__ = [*_instances, *_breakpoints, *_timing, *_dual_optimum, *_dual_runs, *_
 def find_lenet5_checkpoint(folders: Sequence[str | Path]) -> tuple[Path, np.ndarray, dict] | None:
     """The first loadable LeNet-5 checkpoint under ``folders`` (searched in order, files sorted):
     (path, flat float64 weights in ``model.parameters()`` order, its grid dict or {}), or None.
-    :func:`metaq_utils.checkpoints.find_checkpoint` does the search (PyTorch imported here only)."""
-    from metaq_utils.checkpoints import find_checkpoint
-    from metaq_utils.params import flatten
+    :func:`metaq_utils.nn.checkpoints.find_checkpoint` does the search (PyTorch imported here only)."""
+    from metaq_utils.nn.checkpoints import find_checkpoint
+    from metaq_utils.core.params import flatten
 
     ckpt = find_checkpoint(folders, expected_arch="lenet5")
     if ckpt is None:

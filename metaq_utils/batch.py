@@ -30,7 +30,7 @@ last, ``result.json``. Running the same batch again **resumes** it: runs whose `
 says ``ok`` are not redone (they appear in the summary with ``done = earlier``); failed and
 unfinished ones run again. A run that fails is reported in the summary, the others go on; a worker
 that dies mid-run has its run rescheduled on another worker by Dask. A live progress bar counts
-finished runs (plain lines when the output is not a terminal, :mod:`metaq_utils.progress`). At the
+finished runs (plain lines when the output is not a terminal, :mod:`metaq_utils.store.progress`). At the
 end the summary table is printed and written to ``runs/<name>/summary-<timestamp>.csv``.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ def record_metrics(metrics: dict[str, Any], path: str | os.PathLike | None) -> N
     """Write a notebook's headline metrics as JSON to ``path`` (a no-op when ``path`` is empty)."""
     if not path:
         return
-    from .atomic import atomic_write_bytes
+    from .store.atomic import atomic_write_bytes
     atomic_write_bytes(path, (json.dumps(metrics, indent=1, default=float) + "\n").encode())
 
 
@@ -161,7 +161,7 @@ def _read_result(folder: Path) -> dict[str, Any] | None:
 
 def _write_run(folder: Path, run: BatchRun, res: dict[str, Any], base_row: dict[str, Any]) -> dict[str, Any]:
     """Store one finished run; ``result.json`` is written last, so its presence means complete."""
-    from .atomic import atomic_write_bytes
+    from .store.atomic import atomic_write_bytes
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("metrics.json", Path(run.notebook).name):   # from an earlier, failed attempt
         (folder / stale).unlink(missing_ok=True)
@@ -196,7 +196,7 @@ def run_batch(batch_file: str | os.PathLike, runs_dir: str | os.PathLike = "runs
     local cluster of ``n_workers`` one-thread processes (default: one per core) is started and
     stopped. Runs already finished (``ok``) in ``runs_dir`` are not redone. ``dry_run`` lists the
     runs and which of them are done, without executing anything."""
-    from .progress import tqdm
+    from .store.progress import tqdm
     spec = json.loads(Path(batch_file).read_text())
     name = _slug(spec.get("name", Path(batch_file).stem))
     runs = expand_batch(spec)

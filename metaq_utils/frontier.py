@@ -2,13 +2,13 @@
 
 Every compression method (METaQ and its variants, Deep Compression, ...) appends its *measured*
 points here: test accuracy of the network decoded from a real compressed file, and the size of
-that whole file in bits (:mod:`metaq_utils.fileformat`). One row per (method, network, run).
+that whole file in bits (:mod:`metaq_utils.coding.fileformat`). One row per (method, network, run).
 
 Columns (``COLUMNS``; a CSV with a header, UTF-8):
 
 =================  ===========================================================================
 method             e.g. ``deep-compression``, ``metaq-thesis``, ``adjacent``, ``no-entropy-term``
-network            ``lenet5`` | ``lenet300100`` (architecture names of :mod:`metaq_utils.networks`)
+network            ``lenet5`` | ``lenet300100`` (architecture names of :mod:`metaq_utils.nn.networks`)
 accuracy           test accuracy as a **fraction** in [0, 1] (0.9901, not 99.01)
 file_bits          size of the whole compressed file in bits (8 × bytes)
 run                the run's name (for this repository's runs: the folder under ``runs/``)
@@ -53,9 +53,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .checkpoints import REPO_ROOT, atomic_write_bytes
-from .networks import EXPECTED_PARAMETERS
-from .thesis import HEADLINE
+from .nn.checkpoints import REPO_ROOT, atomic_write_bytes
+from .nn.networks import EXPECTED_PARAMETERS
+from .studies.thesis import HEADLINE
 
 __all__ = ["COLUMNS", "DEFAULT_PATH", "FrontierPoint", "ReferencePoint", "METAQ_REPORTED",
            "DEEP_COMPRESSION_PUBLISHED", "append_points", "read_frontier", "format_frontier", "pareto_front",

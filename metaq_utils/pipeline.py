@@ -1,6 +1,6 @@
 """The METaQ pipeline end to end: train with the entropy term → post-training quantization →
 entropy coding into real files → decode → re-evaluate. Every size is the size of a whole
-compressed file (:mod:`metaq_utils.fileformat`), in bits; ratios are against 32 bits × n.
+compressed file (:mod:`metaq_utils.coding.fileformat`), in bits; ratios are against 32 bits × n.
 
 Protocol (PROTOCOL.md): the best epoch and C_Q are selected on the validation split; after
 selection the test set is evaluated once for the selected unquantized model, the selected
@@ -19,15 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints import AFTER_DIR, BEFORE_DIR, REPO_ROOT, Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
-from .data import MNISTTensors
-from .fileformat import MAGIC, CompressedModel, encode_compressed, metaq_group, read_compressed
-from .grid import Grid
-from .networks import build_model, count_parameters
-from .ptq import SweepPoint, model_vector, quantize_model, select_point, sweep_cq
-from .quantization import entropy_bits
-from .regularizer import METaQConfig, METaQRegularizer
-from .training import StopRule, TrainConfig, TrainResult, check_selection, evaluate, make_model, train
+from .nn.checkpoints import AFTER_DIR, BEFORE_DIR, REPO_ROOT, Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
+from .nn.data import MNISTTensors
+from .coding.fileformat import MAGIC, CompressedModel, encode_compressed, metaq_group, read_compressed
+from .core.grid import Grid
+from .nn.networks import build_model, count_parameters
+from .nn.ptq import SweepPoint, model_vector, quantize_model, select_point, sweep_cq
+from .quant.quantization import entropy_bits
+from .nn.regularizer import METaQConfig, METaQRegularizer
+from .nn.training import StopRule, TrainConfig, TrainResult, check_selection, evaluate, make_model, train
 
 __all__ = ["CODEC_NAMES", "THESIS_TRAIN_CONFIG", "default_cq_values", "compress_model", "model_from_compressed",
            "load_any", "CodecRow", "code_with_every_codec", "PipelineResult", "run_pipeline", "format_table"]

@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 
-from .ptq import SweepPoint
+from .nn.ptq import SweepPoint
 
 __all__ = ["plot_training_history", "plot_cq_sweep", "plot_metric_curves"]
 

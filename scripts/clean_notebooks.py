@@ -13,7 +13,7 @@ changed, nor are the outputs of cells marked ``# NBVAL_CHECK_OUTPUT``, whose val
   its kernel.json (so JupyterLab neither asks for a kernel nor rewrites the metadata on opening),
   ``language_info`` as that kernel reports it;
 * stale progress bars are removed: tqdm's carriage-return bars in stream outputs, plain progress
-  lines of :mod:`metaq_utils.progress`, and tqdm's notebook widgets, which a saved notebook shows
+  lines of :mod:`metaq_utils.store.progress`, and tqdm's notebook widgets, which a saved notebook shows
   frozen (e.g. "C_Q sweep: 0/70") above the finished results; with them the saved widget state;
 * warnings (``file:line: SomeWarning: …`` and the source line under it) are removed from the
   outputs' stderr;
@@ -40,7 +40,7 @@ DEFAULT_DISPLAY_NAME = "Python (METaQ)"   # what scripts/setup.sh registers
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 
 # tqdm bars ("C_Q sweep:  3%|▎   | 2/70 [00:01<00:40, 1.7it/s]", "123it [00:01, 99.0it/s]") and the
-# plain lines of metaq_utils.progress ("C_Q sweep: 35/70 (50%) [00:30<00:30, 1.17it/s]")
+# plain lines of metaq_utils.store.progress ("C_Q sweep: 35/70 (50%) [00:30<00:30, 1.17it/s]")
 BAR_RE = re.compile(r"\d+%\||[\d.]+[kMGTP]?(?:/[\d.]+[kMGTP]?)?(?:[a-zA-Z/]+)?(?: \(\d+%\))? "
                     r"\[(?:\d+:)?\d{2}:\d{2}(?:<|,|\])")
 WARNING_RE = re.compile(r"^(?:\S.*:\d+: )?[A-Z]\w*Warning: ")

@@ -12,7 +12,7 @@ DATA_ROOT = os.environ.get("METAQ_DATA", str(REPO / "data"))
 @pytest.fixture(scope="session")
 def mnist():
     """The full MNIST as in-memory tensors (obtained by the set-up step; converted if needed)."""
-    from metaq_utils.data import load_mnist
+    from metaq_utils.nn.data import load_mnist
     return load_mnist(DATA_ROOT, verbose=False)
 
 
@@ -22,7 +22,7 @@ def small_mnist(mnist):
 
     The validation images come from the fixed split (``mnist.val_x``); ``split`` records it, with
     ``val_size`` the subset's size."""
-    from metaq_utils.data import MNISTTensors
+    from metaq_utils.nn.data import MNISTTensors
     split = dict(mnist.split, val_size=1000)
     return MNISTTensors(mnist.train_x[:2048], mnist.train_y[:2048], mnist.test_x[:1000], mnist.test_y[:1000],
                         mnist.val_x[:1000], mnist.val_y[:1000], split)

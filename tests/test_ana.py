@@ -7,8 +7,8 @@ import torch
 from metaq_utils.baselines.ana import (ANA, ANAConfig, NoiseSchedule, hard_quantize, smoothed_quantizer,
                                        weight_levels)
 from metaq_utils.baselines.inq import on_levels
-from metaq_utils.fileformat import read_compressed
-from metaq_utils.networks import build_model
+from metaq_utils.coding.fileformat import read_compressed
+from metaq_utils.nn.networks import build_model
 
 NAMES = ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight", "fc3.weight"]
 

@@ -14,15 +14,15 @@ from scipy.optimize import linprog, minimize
 from scipy.spatial import ConvexHull
 
 from metaq_utils import analysis as A
-from metaq_utils import dual
-from metaq_utils.grid import Grid
+from metaq_utils.core import dual
+from metaq_utils.core.grid import Grid
 from metaq_utils.studies import breakpoints as BP
 from metaq_utils.studies import dual_optimum as DO
 from metaq_utils.studies import dual_runs as DR
 from metaq_utils.studies import instances as INS
 from metaq_utils.studies import plots as PL
 from metaq_utils.studies import timing as TM
-from metaq_utils.subproblem import SOLVERS, lower_hull_pava, solve_cutting_plane_scalar, solve_hull
+from metaq_utils.core.subproblem import SOLVERS, lower_hull_pava, solve_cutting_plane_scalar, solve_hull
 
 needs_cvxpy = pytest.mark.skipif(importlib.util.find_spec("cvxpy") is None, reason="needs cvxpy")
 
@@ -339,8 +339,8 @@ def test_analysis_re_exports_the_studies_and_the_studies_import_no_torch():
 
 
 def test_find_checkpoint_skips_only_invalid_checkpoints(tmp_path):
-    from metaq_utils.checkpoints import find_checkpoint, save_checkpoint
-    from metaq_utils.networks import build_model
+    from metaq_utils.nn.checkpoints import find_checkpoint, save_checkpoint
+    from metaq_utils.nn.networks import build_model
 
     assert find_checkpoint([tmp_path / "missing", tmp_path]) is None
     (tmp_path / "a_junk.pt").write_bytes(b"not a checkpoint")
@@ -353,8 +353,8 @@ def test_find_checkpoint_skips_only_invalid_checkpoints(tmp_path):
 def test_find_lenet5_checkpoint(tmp_path):
     assert A.find_lenet5_checkpoint([tmp_path / "missing", tmp_path]) is None
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    from metaq_utils.checkpoints import save_checkpoint
-    from metaq_utils.networks import build_model
+    from metaq_utils.nn.checkpoints import save_checkpoint
+    from metaq_utils.nn.networks import build_model
 
     save_checkpoint(tmp_path / "sub" / "m.pt", build_model("lenet5"), "lenet5", grid={"w0": -0.11, "r": 1.114, "C": 6})
     path, w, grid = A.find_lenet5_checkpoint([tmp_path])

@@ -12,9 +12,9 @@ import torch
 from metaq_utils.baselines.base import (BaselineRun, bias_group_spec, check_decoded, prunable, read_results)
 from metaq_utils.baselines.deep_compression import DeepCompressionResult, read_runs
 from metaq_utils.baselines.inq import read_baseline_runs
-from metaq_utils.fileformat import encode_compressed, metaq_group, mismatched_tensors, read_compressed
-from metaq_utils.grid import Grid
-from metaq_utils.networks import build_model
+from metaq_utils.coding.fileformat import encode_compressed, metaq_group, mismatched_tensors, read_compressed
+from metaq_utils.core.grid import Grid
+from metaq_utils.nn.networks import build_model
 
 
 def test_baselines_import_neither_pipeline_nor_frontier():
@@ -85,7 +85,7 @@ def test_bias_group_and_prunable():
 
 def _counting_evaluate(monkeypatch, data, modules):
     """Replace ``evaluate`` in ``modules`` by a spy that records which split each call scored."""
-    from metaq_utils.training import evaluate as real
+    from metaq_utils.nn.training import evaluate as real
 
     calls = []
 
@@ -130,7 +130,7 @@ def test_stage_accuracy_reads_protocol_and_older_entries(small_mnist):
     assert stage_accuracy({"stage": "x", "val_accuracy": 0.98}) == (0.98, "validation")
     assert stage_accuracy({"stage": "x", "accuracy": 0.97}) == (0.97, "test")      # older than the protocol
     assert stage_accuracy({"stage": "x"}) == (None, None)
-    from metaq_utils.data import MNISTTensors
+    from metaq_utils.nn.data import MNISTTensors
     no_val = MNISTTensors(small_mnist.train_x, small_mnist.train_y, small_mnist.test_x, small_mnist.test_y)
     with pytest.raises(ValueError, match="validation split"):
         BaselineMethod(None, no_val)._accuracy(build_model("lenet5"))

@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-from metaq_utils import checkpoints as C
-from metaq_utils.networks import build_model
+from metaq_utils.nn import checkpoints as C
+from metaq_utils.nn.networks import build_model
 
 
 @pytest.fixture

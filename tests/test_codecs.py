@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 import zstandard
 
-from metaq_utils.codecs import (
+from metaq_utils.coding.codecs import (
     CODEC_BY_ID,
     CODECS,
     ByteReader,

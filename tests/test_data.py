@@ -6,7 +6,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from metaq_utils import data as D
+from metaq_utils.nn import data as D
 
 
 PINNED_VAL_SHA256 = "7fc95edaf4cf2d605bb14616e7da41d97ce0b53e51c8b32b985223dcfeeed02b"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog, minimize, minimize_scalar
 
-from metaq_utils import dual
-from metaq_utils.dual import (
+from metaq_utils.core import dual
+from metaq_utils.core.dual import (
     METHODS,
     DualOracle,
     c_star,
@@ -22,8 +22,8 @@ from metaq_utils.dual import (
     solve_primal_cvxpy,
     supergradient,
 )
-from metaq_utils.grid import Grid
-from metaq_utils.subproblem import solve_hull
+from metaq_utils.core.grid import Grid
+from metaq_utils.core.subproblem import solve_hull
 
 HAVE_CVXPY = importlib.util.find_spec("cvxpy") is not None
 needs_cvxpy = pytest.mark.skipif(not HAVE_CVXPY, reason="the primal reference needs cvxpy")
@@ -407,7 +407,7 @@ def test_bad_inputs_have_clear_messages():
         solve_dual(w, grid, zeta=0.0)
     with pytest.raises(ValueError, match="need finite 0 <= c_lo < c_hi"):
         solve_dual(w, grid, c_lo=5.0, c_hi=1.0)
-    with pytest.raises(TypeError, match="grid must be a metaq_utils.grid.Grid"):
+    with pytest.raises(TypeError, match="grid must be a metaq_utils.core.grid.Grid"):
         DualOracle(w, (0.0, 1.0, 6))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bundle_size must be >= 2"):
         solve_dual(w, grid, method="bundle", bundle_size=1)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from metaq_utils.checkpoints import save_checkpoint
-from metaq_utils.networks import build_model
-from metaq_utils.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
+from metaq_utils.core.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
+from metaq_utils.nn.checkpoints import save_checkpoint
+from metaq_utils.nn.networks import build_model
 
 from conftest import REPO
 

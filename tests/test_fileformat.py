@@ -8,8 +8,8 @@ import zlib
 import numpy as np
 import pytest
 
-from metaq_utils.codecs import CODECS, encode_varint
-from metaq_utils.fileformat import (
+from metaq_utils.coding.codecs import CODECS, encode_varint
+from metaq_utils.coding.fileformat import (
     MAGIC,
     CompressedFileError,
     GroupSpec,
@@ -21,8 +21,8 @@ from metaq_utils.fileformat import (
     read_compressed,
     write_compressed,
 )
-from metaq_utils.grid import Grid
-from metaq_utils.quantization import quantize_array
+from metaq_utils.core.grid import Grid
+from metaq_utils.quant.quantization import quantize_array
 
 LENET5_SHAPES = [(6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (120, 256), (120,), (84, 120), (84,), (10, 84), (10,)]
 GRID32 = Grid(w0=-0.125, r=1.0, C=6)  # w0, r exact in float32
@@ -199,7 +199,7 @@ def test_sparse_round_trip_patterns(pattern, max_gap):
 
 def test_torch_model_round_trip_same_outputs(tmp_path):
     torch = pytest.importorskip("torch")
-    from metaq_utils.networks import build_model, parameter_shapes
+    from metaq_utils.nn.networks import build_model, parameter_shapes
 
     torch.manual_seed(0)
     model = build_model("lenet5")
@@ -487,7 +487,7 @@ def test_version_1_files_are_still_read():
 
 
 def test_preprocessing_is_recorded_in_version_2():
-    from metaq_utils.preprocessing import MNIST_PREPROCESSING, Preprocessing
+    from metaq_utils.coding.preprocessing import MNIST_PREPROCESSING, Preprocessing
     ts = lenet_tensors()
     cm = read_compressed(encode_compressed("lenet5", ts, metaq_group(GRID32)))
     assert cm.version == 2

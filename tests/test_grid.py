@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from metaq_utils.grid import Grid
+from metaq_utils.core.grid import Grid
 
 
 def test_centres_follow_the_thesis_formula():

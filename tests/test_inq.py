@@ -8,9 +8,9 @@ import torch
 from metaq_utils.baselines.deep_compression import after_each_step, prunable
 from metaq_utils.baselines.inq import (INQ, FrozenWeights, INQConfig, on_levels, partition, pow2_levels,
                                        project_pow2)
-from metaq_utils.fileformat import read_compressed
-from metaq_utils.networks import build_model
-from metaq_utils.training import TrainConfig, train
+from metaq_utils.coding.fileformat import read_compressed
+from metaq_utils.nn.networks import build_model
+from metaq_utils.nn.training import TrainConfig, train
 
 
 def _model(seed=0):

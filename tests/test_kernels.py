@@ -1,4 +1,4 @@
-"""The compiled kernels (metaq_utils._kernels) against their NumPy/SciPy references.
+"""The compiled kernels (metaq_utils.core._kernels) against their NumPy/SciPy references.
 
 * the O(n) aggregates and prefix sums: bit for bit against the NumPy formulation (np.bincount on
   the laned index), for every chunking, float32 and float64 weights, weights on grid values and
@@ -16,11 +16,11 @@ import pytest
 import torch
 from scipy.optimize import isotonic_regression
 
-from metaq_utils import _kernels
-from metaq_utils.dual import DualOracle, NonFiniteWeightError, default_xi0, fista, solve_dual
-from metaq_utils.grid import Grid
-from metaq_utils.networks import build_model
-from metaq_utils.regularizer import METaQConfig, METaQRegularizer, adjacent_relaxation
+from metaq_utils.core import _kernels
+from metaq_utils.core.dual import DualOracle, NonFiniteWeightError, default_xi0, fista, solve_dual
+from metaq_utils.core.grid import Grid
+from metaq_utils.nn.networks import build_model
+from metaq_utils.nn.regularizer import METaQConfig, METaQRegularizer, adjacent_relaxation
 
 
 def _weights(rng, grid, n, dtype):

@@ -6,8 +6,8 @@ import torch
 
 from metaq_utils.baselines.lc_mix import (LCConfig, LCMix, LCPenalty, LowRank, Pruning, Quantization,
                                           mu_schedule, numerical_rank)
-from metaq_utils.fileformat import read_compressed
-from metaq_utils.networks import build_model
+from metaq_utils.coding.fileformat import read_compressed
+from metaq_utils.nn.networks import build_model
 
 
 def test_pruning_keeps_exactly_kappa_largest():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from metaq_utils.networks import EXPECTED_PARAMETERS, build_model, count_parameters, parameter_shapes
+from metaq_utils.nn.networks import EXPECTED_PARAMETERS, build_model, count_parameters, parameter_shapes
 
 
 def test_lenet5_parameter_count_matches_spec():

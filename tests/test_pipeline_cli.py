@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from metaq_utils.checkpoints import load_checkpoint, save_checkpoint
-from metaq_utils.fileformat import CompressedFileError, read_compressed
-from metaq_utils.grid import Grid
-from metaq_utils.networks import build_model
+from metaq_utils.nn.checkpoints import load_checkpoint, save_checkpoint
+from metaq_utils.coding.fileformat import CompressedFileError, read_compressed
+from metaq_utils.core.grid import Grid
+from metaq_utils.nn.networks import build_model
 from metaq_utils.pipeline import compress_model, format_table, load_any, model_from_compressed, run_pipeline
-from metaq_utils.ptq import check_clean_validation, model_vector, quantize_model, select_point, sweep_cq, SweepPoint
-from metaq_utils.regularizer import METaQConfig
-from metaq_utils.training import TrainConfig, evaluate
+from metaq_utils.nn.ptq import check_clean_validation, model_vector, quantize_model, select_point, sweep_cq, SweepPoint
+from metaq_utils.nn.regularizer import METaQConfig
+from metaq_utils.nn.training import TrainConfig, evaluate
 
 from conftest import DATA_ROOT, REPO
 
@@ -89,7 +89,7 @@ def test_pipeline_select_on_test_marks_everything(small_mnist, tmp_path):
 
 
 def test_pipeline_without_validation_split_needs_explicit_test(small_mnist, tmp_path):
-    from metaq_utils.data import MNISTTensors
+    from metaq_utils.nn.data import MNISTTensors
     data = MNISTTensors(small_mnist.train_x[:256], small_mnist.train_y[:256], small_mnist.test_x, small_mnist.test_y)
     with pytest.raises(ValueError, match="no validation split"):
         run_pipeline(data, TrainConfig(epochs=1), METaQConfig(), before_dir=tmp_path, after_dir=tmp_path, progress=False)

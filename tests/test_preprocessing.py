@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from metaq_utils import data as D
-from metaq_utils.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from metaq_utils.fileformat import encode_compressed, metaq_group, read_compressed
-from metaq_utils.grid import Grid
-from metaq_utils.networks import PREPROCESSING, ARCHITECTURES, Normalize, build_model, model_from_compressed
-from metaq_utils.preprocessing import MNIST_MEAN, MNIST_STD, Preprocessing, preprocessing_for
-from metaq_utils.training import evaluate
+from metaq_utils.nn import data as D
+from metaq_utils.nn.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from metaq_utils.coding.fileformat import encode_compressed, metaq_group, read_compressed
+from metaq_utils.core.grid import Grid
+from metaq_utils.nn.networks import PREPROCESSING, ARCHITECTURES, Normalize, build_model, model_from_compressed
+from metaq_utils.coding.preprocessing import MNIST_MEAN, MNIST_STD, Preprocessing, preprocessing_for
+from metaq_utils.nn.training import evaluate
 
 from conftest import REPO
 

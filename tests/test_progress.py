@@ -1,10 +1,10 @@
-"""metaq_utils.progress: plain lines when the output is not a terminal, tqdm's bar on one."""
+"""metaq_utils.store.progress: plain lines when the output is not a terminal, tqdm's bar on one."""
 import io
 import subprocess
 import sys
 import time
 
-from metaq_utils.progress import PlainTqdm, is_terminal, tqdm, trange
+from metaq_utils.store.progress import PlainTqdm, is_terminal, tqdm, trange
 
 
 class FakeTerminal(io.StringIO):
@@ -64,7 +64,7 @@ def test_on_a_terminal_it_is_tqdm_bar():
 
 
 def test_a_redirected_process_writes_plain_lines(tmp_path):
-    code = ("import time\nfrom metaq_utils.progress import tqdm\n"
+    code = ("import time\nfrom metaq_utils.store.progress import tqdm\n"
             "for _ in tqdm(range(6), desc='job'):\n    time.sleep(0.1)\n")
     log = tmp_path / "log.txt"
     with open(log, "w") as f:

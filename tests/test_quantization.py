@@ -7,8 +7,8 @@ import pytest
 import scipy.stats
 import torch
 
-from metaq_utils.grid import Grid
-from metaq_utils.quantization import (
+from metaq_utils.core.grid import Grid
+from metaq_utils.quant.quantization import (
     dequantize,
     entropy_bits,
     flatten,

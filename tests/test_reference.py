@@ -4,7 +4,7 @@ Reference: public repository cardiaa/METaQ at commit ebd4355 (thesis-era code). 
 ``_knapsack_ref`` and ``_fista_ref`` below are a line-by-line NumPy transcription of
 ``utils/knapsack.py::knapsack_specialized`` (lines 4–91) and ``utils/optimization.py::FISTA``
 (lines 5–62), written for this test (dense n × C, float32 like the reference's tensors); the
-package's fast path (:mod:`metaq_utils.reference`, compiled kernels) must agree with them.
+package's fast path (:mod:`metaq_utils.core.reference`, compiled kernels) must agree with them.
 """
 import math
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from metaq_utils import _kernels
-from metaq_utils.dual import NonFiniteWeightError
-from metaq_utils.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
+from metaq_utils.core import _kernels
+from metaq_utils.core.dual import NonFiniteWeightError
+from metaq_utils.core.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
 
 F32 = np.float32
 
@@ -166,8 +166,8 @@ def test_one_solve_matches_the_transcription(C):
 def _lenet5_weights(which):
     """The 44,426 weights of a real LeNet-5: the shipped reproduction checkpoint (trained), or the
     thesis' start (every parameter uniform in [w0 − r, w0 + r], trainer.py 45)."""
-    from metaq_utils.checkpoints import BEFORE_DIR, load_checkpoint
-    from metaq_utils.networks import build_model
+    from metaq_utils.nn.checkpoints import BEFORE_DIR, load_checkpoint
+    from metaq_utils.nn.networks import build_model
     if which == "trained":
         path = BEFORE_DIR / "metaq_thesis_repro_seed0.pt"
         if not path.exists():

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from metaq_utils.dual import solve_dual
-from metaq_utils.grid import Grid
-from metaq_utils.networks import build_model
-from metaq_utils.regularizer import (METaQConfig, METaQRegularizer, adjacent_relaxation, flat_parameters,
+from metaq_utils.core.dual import solve_dual
+from metaq_utils.core.grid import Grid
+from metaq_utils.nn.networks import build_model
+from metaq_utils.nn.regularizer import (METaQConfig, METaQRegularizer, adjacent_relaxation, flat_parameters,
                                      grid_entropy_bits)
-from metaq_utils.training import TrainConfig, make_model, train
+from metaq_utils.nn.training import TrainConfig, make_model, train
 
 
 def _model(seed=0):
@@ -152,7 +152,7 @@ def _uniform_model(seed=0):
 
 @pytest.mark.parametrize("head_sign", [False, True])
 def test_reference_variant_adds_lambda_beta_then_adam_weight_decay(head_sign):
-    from metaq_utils.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
+    from metaq_utils.core.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
     m = _uniform_model()
     cfg = METaQConfig(variant="reference", head_sign=head_sign)
     reg = METaQRegularizer(m, cfg)

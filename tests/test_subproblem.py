@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from metaq_utils.grid import Grid
-from metaq_utils.subproblem import (
+from metaq_utils.core.grid import Grid
+from metaq_utils.core.subproblem import (
     SOLVERS,
     SubproblemSolution,
     lower_hull,

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from metaq_utils.checkpoints import load_checkpoint
-from metaq_utils.training import StopRule, TrainConfig, make_model, train
+from metaq_utils.nn.checkpoints import load_checkpoint
+from metaq_utils.nn.training import StopRule, TrainConfig, make_model, train
 
 
 class AddConstantGrad:
@@ -123,7 +123,7 @@ def test_bad_config():
 
 
 def test_composite_regularizer_applies_parts_in_order_and_round_trips(small_mnist):
-    from metaq_utils.training import CompositeRegularizer
+    from metaq_utils.nn.training import CompositeRegularizer
     a, b = AddConstantGrad(1e-3), AddConstantGrad(2e-3)
     comp = CompositeRegularizer(a, b)
     model = make_model(TrainConfig())
@@ -156,13 +156,13 @@ def _scripted_evaluate(data, calls):
 
 
 def _tiny(small_mnist):
-    from metaq_utils.data import MNISTTensors
+    from metaq_utils.nn.data import MNISTTensors
     return MNISTTensors(small_mnist.train_x[:128], small_mnist.train_y[:128], small_mnist.test_x[:50],
                         small_mnist.test_y[:50], small_mnist.val_x[:50], small_mnist.val_y[:50], small_mnist.split)
 
 
 def test_best_epoch_follows_validation_not_test(small_mnist, tmp_path, monkeypatch):
-    import metaq_utils.training as T
+    import metaq_utils.nn.training as T
     data, calls = _tiny(small_mnist), []
     monkeypatch.setattr(T, "evaluate", _scripted_evaluate(data, calls))
     cfg = TrainConfig(epochs=3, seed=0, augment=False)
@@ -178,7 +178,7 @@ def test_best_epoch_follows_validation_not_test(small_mnist, tmp_path, monkeypat
 
 
 def test_select_on_test_is_explicit_and_marks_everything(small_mnist, tmp_path, monkeypatch):
-    import metaq_utils.training as T
+    import metaq_utils.nn.training as T
     data, calls = _tiny(small_mnist), []
     monkeypatch.setattr(T, "evaluate", _scripted_evaluate(data, calls))
     cfg = TrainConfig(epochs=3, seed=0, augment=False)
@@ -208,7 +208,7 @@ def test_test_metrics_refused_without_select_on_test(small_mnist):
 
 
 def test_no_validation_split_cannot_select(small_mnist, tmp_path):
-    from metaq_utils.data import MNISTTensors
+    from metaq_utils.nn.data import MNISTTensors
     data = MNISTTensors(small_mnist.train_x[:64], small_mnist.train_y[:64], small_mnist.test_x[:50], small_mnist.test_y[:50])
     cfg = TrainConfig(epochs=1, seed=0)
     with pytest.raises(ValueError, match="no validation split"):
@@ -222,7 +222,7 @@ def test_no_validation_split_cannot_select(small_mnist, tmp_path):
 
 
 def test_resume_refuses_a_different_split(small_mnist, tmp_path):
-    from metaq_utils.data import MNISTTensors
+    from metaq_utils.nn.data import MNISTTensors
     ck = tmp_path / "last.pt"
     cfg = TrainConfig(epochs=1, seed=0)
     data = _tiny(small_mnist)

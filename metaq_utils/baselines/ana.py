@@ -46,8 +46,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..networks import build_model, count_parameters
-from ..training import TrainConfig, train
+from ..nn.networks import build_model, count_parameters
+from ..nn.training import TrainConfig, train
 from .base import BaselineConfig, BaselineMethod, BaselineRun, prunable
 from .inq import encode_and_decode, pow2_levels, quantize_biases
 

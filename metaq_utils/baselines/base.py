@@ -18,10 +18,10 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from torch import nn
 
-from ..data import MNISTTensors
-from ..fileformat import CompressedModel, GroupSpec, mismatched_tensors
-from ..paths import resolve
-from ..training import evaluate
+from ..nn.data import MNISTTensors
+from ..coding.fileformat import CompressedModel, GroupSpec, mismatched_tensors
+from ..store.paths import resolve
+from ..nn.training import evaluate
 
 __all__ = ["BaselineConfig", "BaselineMethod", "BaselineRun", "prunable", "weight_arrays", "after_each_step",
            "bias_group_spec", "check_decoded", "read_results", "stage_accuracy"]
@@ -121,7 +121,7 @@ def weight_arrays(model: nn.Module) -> Iterator[tuple[int, str, np.ndarray]]:
 def after_each_step(model: nn.Module, hook_owner) -> Iterator[None]:
     """Within the block, call ``hook_owner.after_step(model)`` after every ``optimizer.step()``
     of any optimizer that updates ``model``'s parameters (a global PyTorch optimizer post-step
-    hook, removed on exit). :func:`metaq_utils.training.train` builds its optimizer internally and
+    hook, removed on exit). :func:`metaq_utils.nn.training.train` builds its optimizer internally and
     has no after-step hook of its own; this is how the masks/sharing are re-imposed after Adam's
     update."""
     from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -157,7 +157,7 @@ def bias_group_spec(model: nn.Module, biases: str, codec: str) -> GroupSpec | No
 
 def check_decoded(model: nn.Module, cm: CompressedModel) -> None:
     """AssertionError naming the first parameter of ``model`` that the decoded file ``cm`` does not
-    give back bit for bit (:func:`metaq_utils.fileformat.mismatched_tensors`)."""
+    give back bit for bit (:func:`metaq_utils.coding.fileformat.mismatched_tensors`)."""
     bad = mismatched_tensors(list(model.parameters()), cm)
     if bad:
         names = [n for n, _ in model.named_parameters()]

@@ -29,7 +29,7 @@ The paper's steps, each a method of :class:`DeepCompression`:
                  which is exactly the optimizer run on the centroids; after each step every weight
                  is re-set to its cluster's value (a no-op up to float rounding) and pruned
                  weights to 0. Each layer keeps at most ``2**bits`` distinct non-zero values.
-5. ``encode``    coding with :mod:`metaq_utils.fileformat` (Han 2016 §2 / §4): one ``sparse``
+5. ``encode``    coding with :mod:`metaq_utils.coding.fileformat` (Han 2016 §2 / §4): one ``sparse``
                  group per weight tensor — entries (index difference, codebook index), filler
                  zeros for gaps above ``max_gap``, both streams entropy-coded (``codec``,
                  Huffman by default as in the paper) — with the layer's k-means table (float32)
@@ -57,10 +57,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..fileformat import GroupSpec, encode_compressed, read_compressed
-from ..networks import count_parameters, model_from_compressed
-from ..paths import RUNS_DIR, resolve
-from ..training import TrainConfig, train
+from ..coding.fileformat import GroupSpec, encode_compressed, read_compressed
+from ..nn.networks import count_parameters, model_from_compressed
+from ..store.paths import RUNS_DIR, resolve
+from ..nn.training import TrainConfig, train
 from .base import (BaselineConfig, BaselineMethod, BaselineRun, after_each_step, bias_group_spec, check_decoded,
                    prunable, read_results, stage_accuracy, weight_arrays)
 

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import MNISTTensors
-from ..fileformat import GroupSpec, encode_compressed, read_compressed
-from ..networks import count_parameters, model_from_compressed
-from ..training import TrainConfig, evaluate, train
+from ..nn.data import MNISTTensors
+from ..coding.fileformat import GroupSpec, encode_compressed, read_compressed
+from ..nn.networks import count_parameters, model_from_compressed
+from ..nn.training import TrainConfig, evaluate, train
 from .base import (BaselineConfig, BaselineMethod, BaselineRun, after_each_step, bias_group_spec, check_decoded,
                    prunable, read_results, stage_accuracy, weight_arrays)
 from .deep_compression import kmeans_1d

@@ -33,7 +33,7 @@ at all. We read the seed's value as 5·10⁻⁵ in these units. Our budget allow
 with μ0 = 2·10⁻⁴ one epoch of SGD pulled w *away* from Δ(Θ) (‖w − Δ‖² 295 → 365 in a probe on
 LeNet-5, quantization mix), i.e. too few penalty steps for the reference's μ scale.
 
-Encoding (:mod:`metaq_utils.fileformat` stores tensors of the model's parameter shapes):
+Encoding (:mod:`metaq_utils.coding.fileformat` stores tensors of the model's parameter shapes):
 pruned layers as ``sparse`` groups whose table is the exact set of surviving values (float32);
 quantized layers as ``dense`` groups with the K-centroid table; low-rank layers — whose factors
 U (m × r), V (r × n) the reader cannot hold — as the *reconstructed* matrix UVᵀ, quantized after
@@ -59,9 +59,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import MNISTTensors
-from ..networks import count_parameters
-from ..training import TrainConfig, train
+from ..nn.data import MNISTTensors
+from ..nn.networks import count_parameters
+from ..nn.training import TrainConfig, train
 from .base import BaselineConfig, BaselineMethod, BaselineRun
 from .deep_compression import kmeans_1d
 from .inq import encode_and_decode, quantize_biases

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-from metaq_utils import dual
-from metaq_utils.dual import LN2
-from metaq_utils.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid, thesis_grid
-from metaq_utils.subproblem import lower_hull_breakpoints, lower_hull_chain, lower_hull_pava
+from metaq_utils.core import dual
+from metaq_utils.core.dual import LN2
+from metaq_utils.core.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid, thesis_grid
+from metaq_utils.core.subproblem import lower_hull_breakpoints, lower_hull_chain, lower_hull_pava
 
 __all__ = ["BREAKPOINT_MODELS", "sample_xi", "breakpoint_counts", "BETA_NORMALISATIONS", "BetaFit", "fit_beta",
            "log10_beta_sf", "log10_p_all_vertices_random_walk"]

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metaq_utils import dual
-from metaq_utils.dual import LN2
-from metaq_utils.grid import Grid
+from metaq_utils.core import dual
+from metaq_utils.core.dual import LN2
+from metaq_utils.core.grid import Grid
 
 __all__ = ["linear_dual_optimum", "convex_order_slack", "ReducedPrimal", "reduced_primal", "Optimum", "true_optimum",
            "centred_weights", "optimum_check"]
@@ -119,7 +119,7 @@ def reduced_primal(
 ) -> ReducedPrimal:
     """min Σ_b c_b log2 c_b s.t. Σc = n, v·c = Σ clamp(w), Σ_b c_b (v_b − v_k)_+ ≥ Σ_i (w_i − v_k)_+ ∀k,
     c_lo ≤ c ≤ c_hi — the same optimum as the n × C program of
-    :func:`metaq_utils.dual.solve_primal_cvxpy` (Strassen's theorem), with C variables."""
+    :func:`metaq_utils.core.dual.solve_primal_cvxpy` (Strassen's theorem), with C variables."""
     import cvxpy as cp  # optional dependency
 
     t0 = time.perf_counter()

@@ -16,8 +16,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from metaq_utils import dual
-from metaq_utils.grid import Grid
+from metaq_utils.core import dual
+from metaq_utils.core.grid import Grid
 from metaq_utils.studies.dual_optimum import Optimum, true_optimum
 
 __all__ = ["MethodRun", "run_method", "best_so_far_gap", "iterations_to_gap", "TABLE_METHODS", "dual_tables",
@@ -86,7 +86,7 @@ def dual_tables(
     """The thesis' Tables 1–6 re-measured: per C, start and method, the best φ_w found, its
     relative gap to the true optimum (:func:`true_optimum`) and the seconds of the solve.
 
-    Returns (long table, {C: Optimum}). Thesis values (``metaq_utils.thesis.DUAL_TABLES``) are
+    Returns (long table, {C: Optimum}). Thesis values (``metaq_utils.studies.thesis.DUAL_TABLES``) are
     joined in by the notebook.
     """
     methods = TABLE_METHODS if methods is None else methods
@@ -110,7 +110,7 @@ THESIS_N_TABLES = 44_000  # n of the thesis' Tables 1–6
 
 
 def compare_with_thesis(tables: pd.DataFrame, optima: dict[int, Optimum]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Views of :func:`dual_tables` beside ``metaq_utils.thesis.DUAL_TABLES``.
+    """Views of :func:`dual_tables` beside ``metaq_utils.studies.thesis.DUAL_TABLES``.
 
     Returns (values, per_C, seconds):
     * values — index (C, method): the thesis' max φ_w and ours (best value, relative gap to the
@@ -120,7 +120,7 @@ def compare_with_thesis(tables: pd.DataFrame, optima: dict[int, Optimum]) -> tup
       reported value and how far below that bound it lies;
     * seconds — the thesis' seconds and ours per start.
     """
-    from metaq_utils.thesis import DUAL_TABLES
+    from metaq_utils.studies.thesis import DUAL_TABLES
 
     def thesis_cell(C, m, k):
         return DUAL_TABLES.get(C, {}).get(m, (math.nan, math.nan))[k]

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linprog
 
-from metaq_utils.grid import Grid
-from metaq_utils.subproblem import SOLVERS, SubproblemSolution, solve_cvxpy
+from metaq_utils.core.grid import Grid
+from metaq_utils.core.subproblem import SOLVERS, SubproblemSolution, solve_cvxpy
 
 __all__ = ["Instance", "INSTANCE_XI_MODELS", "W_KINDS", "random_instances", "envelope_reference",
            "brute_force_vertices", "agreement_table", "KelleyStep", "kelley_trace", "dual_1d"]
@@ -265,7 +265,7 @@ def dual_1d(lam: np.ndarray | float, w: float, v: np.ndarray, xi: np.ndarray) ->
 def kelley_trace(w: float, v: np.ndarray, xi: np.ndarray, tol: float | None = None) -> list[KelleyStep]:
     """Kelley's cutting plane for one weight, every iteration recorded.
 
-    Same rule as :func:`metaq_utils.subproblem.solve_cutting_plane_scalar`: start from the two
+    Same rule as :func:`metaq_utils.core.subproblem.solve_cutting_plane_scalar`: start from the two
     grid values bracketing clamp(w), intersect their cuts (48)–(50), add x+ = argmin (ξ − λv)·x
     and let it replace x' (if v_j ≤ w) or x'' (otherwise) until the model's maximum lies on the
     dual function (the last step has ``new_bucket`` = a: no new cut).

@@ -13,9 +13,9 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from metaq_utils import dual
-from metaq_utils.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid, thesis_grid
-from metaq_utils.subproblem import (
+from metaq_utils.core import dual
+from metaq_utils.core.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid, thesis_grid
+from metaq_utils.core.subproblem import (
     lower_hull_breakpoints,
     lower_hull_chain,
     lower_hull_pava,
@@ -59,7 +59,7 @@ def thesis_timing_comparison(
         dual oracle (O(C) after its O(n) pass) are timed beside it.
     Each time is the best of ``repeats`` runs (CVXPY: one run).
     """
-    from metaq_utils.thesis import SPEEDUPS
+    from metaq_utils.studies.thesis import SPEEDUPS
 
     th = list(SPEEDUPS.values())
     rng = np.random.default_rng(seed)

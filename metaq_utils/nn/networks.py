@@ -8,11 +8,11 @@
   (784→300→100→10, ReLU), 266,610 parameters.
 
 Every parameter (weights *and* biases) counts; the flat vector ``w`` of spec §1 is
-``parameters_to_vector(model.parameters())`` (:func:`metaq_utils.params.flatten`).
+``parameters_to_vector(model.parameters())`` (:func:`metaq_utils.core.params.flatten`).
 
 Both networks take MNIST images normalised with the training set's mean and std: the input
 preprocessing of each architecture is :data:`PREPROCESSING` (from
-:mod:`metaq_utils.preprocessing`, torch-free so the file format can record it too), stored in
+:mod:`metaq_utils.coding.preprocessing`, torch-free so the file format can record it too), stored in
 every checkpoint and compressed file. :func:`model_from_compressed` with ``raw_input=True``
 rebuilds a decoded model that applies it itself (:class:`Normalize`): it takes images in [0, 1].
 """
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .preprocessing import ARCH_PREPROCESSING, Preprocessing, preprocessing_for
+from ..coding.preprocessing import ARCH_PREPROCESSING, Preprocessing, preprocessing_for
 
 __all__ = ["LeNet5", "LeNet300100", "ARCHITECTURES", "build_model", "count_parameters",
            "parameter_shapes", "EXPECTED_PARAMETERS", "PREPROCESSING", "preprocessing_for", "Normalize",
@@ -101,7 +101,7 @@ def parameter_shapes(name: str) -> list[tuple[str, tuple[int, ...]]]:
 
 class Normalize(nn.Module):
     """``(x − mean_c) / std_c`` per channel, on float32 images (N, C, ...) in [0, 1]: the same
-    float32 arithmetic as :func:`metaq_utils.data.normalize`, so the logits are identical."""
+    float32 arithmetic as :func:`metaq_utils.nn.data.normalize`, so the logits are identical."""
 
     def __init__(self, preprocessing: Preprocessing) -> None:
         super().__init__()
@@ -134,13 +134,13 @@ def load_parameters(model: nn.Module, tensors: Sequence) -> nn.Module:
 
 
 def model_from_compressed(cm, *, raw_input: bool = False) -> nn.Module:
-    """Rebuild the architecture of a decoded file (:class:`metaq_utils.fileformat.CompressedModel`)
+    """Rebuild the architecture of a decoded file (:class:`metaq_utils.coding.fileformat.CompressedModel`)
     and load its tensors.
 
     ``raw_input=False``: the bare network, fed normalised images like during training.
     ``raw_input=True``: the network behind :class:`Normalize` with the preprocessing recorded in the
     file — or, for a version-1 file that records none, the architecture's (:data:`PREPROCESSING`)
-    — in eval mode: it takes images in [0, 1] and needs nothing from :mod:`metaq_utils.data`.
+    — in eval mode: it takes images in [0, 1] and needs nothing from :mod:`metaq_utils.nn.data`.
     """
     model = load_parameters(build_model(cm.arch), cm.tensors)
     if not raw_input:

@@ -18,7 +18,7 @@ variant            what is added
                    ``ebd4355``): left-edge grid, ξ sorted-uniform in [0, 1] at the start, FISTA
                    with the supergradient at ξ_k, ξ re-sorted every step, the last iterate
                    returned, weights above v_{C−1} get ξ_{C−1}/v_{C−1}, below v_0 get 0, float32
-                   — every rule with its file and line in :mod:`metaq_utils.reference`
+                   — every rule with its file and line in :mod:`metaq_utils.core.reference`
 ``thesis``         ``+λ(1−α)β``: minimise φ as (8)–(9) are written (spec §4.1: this *raises*
                    entropy), with the thesis text's rules (bucket-centre grid, FISTA (82)–(84)
                    with the supergradient at the extrapolated point, c ∈ [0.01, n]) and, where
@@ -64,12 +64,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _kernels
-from .dual import (DEFAULT_CHUNK, METHODS, RETURN_RULES, DualOracle, NonFiniteWeightError, c_bounds,
+from ..core import _kernels
+from ..core.dual import (DEFAULT_CHUNK, METHODS, RETURN_RULES, DualOracle, NonFiniteWeightError, c_bounds,
                    default_xi0, index_dtype_for, solve_dual)
-from .grid import Grid
-from .quantization import entropy_bits
-from .reference import ReferenceSolver, reference_grid, sorted_uniform_xi
+from ..core.grid import Grid
+from ..quant.quantization import entropy_bits
+from ..core.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
 
 __all__ = ["METaQConfig", "METaQRegularizer", "VARIANTS", "adjacent_relaxation", "flat_parameters",
            "float_entropy_bits", "grid_entropy_bits"]
@@ -231,7 +231,7 @@ def adjacent_relaxation(w: np.ndarray, grid: Grid, c_floor: float = 0.01) -> tup
     ``∂F/∂w_i = (ξ_{k+1} − ξ_k)/Δ``, ``ξ_b = log2 max(c_b, c_floor) + 1/ln 2`` (the floor only
     guards log 0 for an empty bucket; outside the range ∂F/∂w = 0 because of the clamp).
     This NumPy version is the reference; the training step runs the same computation compiled
-    (:func:`metaq_utils._kernels.adjacent_pass`, bit-identical, tested).
+    (:func:`metaq_utils.core._kernels.adjacent_pass`, bit-identical, tested).
     """
     w = np.asarray(w, dtype=np.float64)
     if not np.isfinite(w).all():
@@ -285,7 +285,7 @@ class METaQRegularizer:
         self._beta = np.empty(self.n)
         # the fused compiled steps: method 'fista' with the dual variants, the adjacent variant
         # (same floats as the general path, tests/test_kernels.py), and the reference variant
-        # (whose only path is compiled: metaq_utils.reference)
+        # (whose only path is compiled: metaq_utils.core.reference)
         self._fused = (config.variant in ("adjacent", "reference")
                        or (config.method == "fista" and config.variant in _DUAL_VARIANTS))
         self._points = np.empty((config.iterations, self.grid.C))
@@ -319,7 +319,7 @@ class METaQRegularizer:
     def entropy_gradient(self, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The per-weight (sub)gradient direction that the variant adds, before λ(1−α) (float64).
 
-        The general path, through :func:`metaq_utils.dual.solve_dual`; the training step uses the
+        The general path, through :func:`metaq_utils.core.dual.solve_dual`; the training step uses the
         fused compiled kernel instead where it applies (same floats, tested).
         """
         cfg = self.config

@@ -114,7 +114,7 @@ class Grid:
     def bucket_of(self, w: np.ndarray, name: str = "w") -> np.ndarray:
         """Quantisation bucket b = floor((w − lo)/Δ), clipped to [0, C−1] (int64 array, the shape
         of ``w``; a 0-d array for a scalar). Half-open buckets; ``w < lo`` → 0, ``w ≥ hi`` → C − 1.
-        The package's one bucket map (:func:`metaq_utils.quantization.quantize_indices` is it)."""
+        The package's one bucket map (:func:`metaq_utils.quant.quantization.quantize_indices` is it)."""
         u = np.floor((as_finite_float64(w, name) - self.lo) / self.delta)
         return np.asarray(np.clip(u, 0, self.C - 1)).astype(np.int64)  # asarray: keep 0-d arrays arrays
 

@@ -1,6 +1,6 @@
 """Progress bars that stay readable when their output is a log file.
 
-``from metaq_utils.progress import tqdm`` is a drop-in for ``from tqdm.auto import tqdm``:
+``from metaq_utils.store.progress import tqdm`` is a drop-in for ``from tqdm.auto import tqdm``:
 
 * in a Jupyter kernel with ipywidgets: tqdm's notebook widget, as ``tqdm.auto`` gives;
 * on a terminal: tqdm's usual bar, redrawn in place;

@@ -1,7 +1,7 @@
 """A plain, fast training loop with an extension point for gradient regularizers.
 
 The loop keeps MNIST as in-memory tensors, draws shuffled batches from a seeded
-``torch.Generator`` (augmentation batched on tensors, see :mod:`metaq_utils.data`), evaluates on
+``torch.Generator`` (augmentation batched on tensors, see :mod:`metaq_utils.nn.data`), evaluates on
 the **validation** split after every epoch, and returns the metrics as data.
 
 Protocol (PROTOCOL.md): the best epoch is chosen on validation (``val_accuracy``); the test set is
@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .progress import tqdm
+from ..store.progress import tqdm
 
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .data import MNISTTensors, iterate_batches, normalize

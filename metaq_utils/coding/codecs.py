@@ -12,7 +12,7 @@ name)::
 * The payload is *self-contained*: it carries whatever table/model the codec needs (symbol counts
   for the range coder, code lengths for Huffman), so ``8 * len(payload)`` is the honest size in
   bits. What it does not carry is ``n`` and ``alphabet_size``: the container (the compressed file
-  format, :mod:`metaq_utils.fileformat`) knows them from the parameter shapes and the codebook.
+  format, :mod:`metaq_utils.coding.fileformat`) knows them from the parameter shapes and the codebook.
 * ``decode`` of a malformed payload raises :class:`CodecError` (a ``ValueError``); it validates
   every length/count against the bytes actually present before allocating.
 * ``n == 0`` encodes to the empty payload for every codec.

@@ -22,10 +22,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from .progress import tqdm
+from ..store.progress import tqdm
 
-from .grid import Grid
-from .quantization import dequantize, entropy_bits, quantize_indices
+from ..core.grid import Grid
+from ..quant.quantization import dequantize, entropy_bits, quantize_indices
 from .training import check_selection, evaluate
 
 __all__ = ["SweepPoint", "quantize_model", "sweep_cq", "select_point", "model_vector", "load_vector",
@@ -80,7 +80,7 @@ def sweep_cq(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cq_values: Iter
     marked result); every point records it. With ``arch``, each point is also written as a
     compressed file (in memory) with ``codec`` and its exact size recorded, so the sweep is an
     accuracy–bytes frontier."""
-    from .fileformat import encode_compressed, metaq_group
+    from ..coding.fileformat import encode_compressed, metaq_group
     evaluated_on = check_selection(evaluated_on)
     w = model_vector(model)
     work = copy.deepcopy(model)

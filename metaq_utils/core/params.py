@@ -22,7 +22,7 @@ def to_numpy(t) -> np.ndarray:
 
 def parameter_tensors(model_or_tensors) -> list:
     """The tensors that make up ``w``: a module's trainable parameters (``requires_grad``, in
-    ``parameters()`` order, as :func:`metaq_utils.networks.count_parameters` counts them), or the
+    ``parameters()`` order, as :func:`metaq_utils.nn.networks.count_parameters` counts them), or the
     given sequence of tensors/arrays unchanged."""
     if callable(getattr(model_or_tensors, "parameters", None)):
         return [p for p in model_or_tensors.parameters() if p.requires_grad]

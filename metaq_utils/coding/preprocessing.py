@@ -1,11 +1,11 @@
 """What a network expects as input: the preprocessing recorded with every architecture, in every
 checkpoint and in every compressed file (format version 2), so that a decoded model can be used
-without reading :mod:`metaq_utils.data`.
+without reading :mod:`metaq_utils.nn.data`.
 
 The convention is one for the whole workspace: an *input image* has values in ``[0, 1]`` (pixel
 / 255), channels first; the network sees ``(x − mean_c) / std_c`` per channel ``c``.
 
-NumPy only (the coding layer reads and writes it); :class:`metaq_utils.networks.Normalize` is the
+NumPy only (the coding layer reads and writes it); :class:`metaq_utils.nn.networks.Normalize` is the
 torch module that applies it.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = ["Preprocessing", "MNIST_MEAN", "MNIST_STD", "MNIST_PREPROCESSING", "A
            "preprocessing_for"]
 
 # The MNIST training-set pixel mean and standard deviation (of values in [0, 1]), the numbers
-# metaq_utils.data normalises with (its MNIST_MEAN / MNIST_STD must stay equal to these).
+# metaq_utils.nn.data normalises with (its MNIST_MEAN / MNIST_STD must stay equal to these).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
@@ -75,7 +75,7 @@ class Preprocessing:
 
 MNIST_PREPROCESSING = Preprocessing("MNIST 28x28 grayscale in [0,1]", (MNIST_MEAN,), (MNIST_STD,))
 
-# The preprocessing each architecture of metaq_utils.networks was trained with.
+# The preprocessing each architecture of metaq_utils.nn.networks was trained with.
 ARCH_PREPROCESSING: dict[str, Preprocessing] = {
     "lenet5": MNIST_PREPROCESSING,
     "lenet300100": MNIST_PREPROCESSING,

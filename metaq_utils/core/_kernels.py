@@ -1,7 +1,7 @@
 """Compiled (numba) kernels of the dual oracle: the O(n) pass, the O(C) evaluation, FISTA, β.
 
 These are the hot loops of one METaQ training step (spec §2.4). The NumPy formulation of the same
-computations is kept in :mod:`metaq_utils.dual` (``DualOracle._aggregate_numpy`` and
+computations is kept in :mod:`metaq_utils.core.dual` (``DualOracle._aggregate_numpy`` and
 ``DualOracle._eval_numpy``) as the readable reference; ``tests/test_kernels.py`` checks the
 kernels against it (the O(n) aggregates bit for bit, the evaluation to rounding) and, through
 the rest of the suite, against HiGHS, CVXPY and brute force.
@@ -381,7 +381,7 @@ def adjacent_pass(w, v, delta, k_out):  # pragma: no cover - compiled
 # The dual solve exactly as the reference implementation runs it during training (public
 # repository cardiaa/METaQ, commit ebd4355, the thesis-era code): ``utils/knapsack.py``
 # (breakpoints, bracketing, multipliers) and ``utils/optimization.py`` (FISTA). The readable
-# formulation and the line-by-line citations are in :mod:`metaq_utils.reference`; the NumPy
+# formulation and the line-by-line citations are in :mod:`metaq_utils.core.reference`; the NumPy
 # transcription that these kernels are tested against is in ``tests/test_reference.py``.
 # ξ, t, the supergradient and the multipliers are float32, as in the reference.
 

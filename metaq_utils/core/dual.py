@@ -5,7 +5,7 @@ Relaxing (12) with multipliers ξ ∈ R^C gives the concave dual function
     φ_w(ξ) = Σ_b (c*_b log2 c*_b − ξ_b c*_b) + Σ_i env_ξ(w_i)                     (16), Thm 2
 
 with c*_b = clamp(2^(ξ_b − 1/ln 2), c_lo, c_hi) (25)/(29) and env_ξ the lower convex envelope of
-the points (v_b, ξ_b) (the x-subproblem (30)–(33), :mod:`metaq_utils.subproblem`). A supergradient
+the points (v_b, ξ_b) (the x-subproblem (30)–(33), :mod:`metaq_utils.core.subproblem`). A supergradient
 is g_b = Σ_i x*_ib − c*_b (Theorem 2) and, at a dual maximiser, the envelope slopes β_i are the
 multipliers of (10): a subgradient of φ at w (Theorem 1).
 
@@ -14,10 +14,10 @@ one O(n) pass computes, per grid interval [v_k, v_{k+1}], the number of weights 
 their offsets; every later evaluation is O(C): an O(C) lower hull (PAVA on the chord slopes) and
 O(#segments) arithmetic. Nothing of size n × C is ever formed; the per-weight β is one gather at
 the end. The O(n) pass, the evaluation, the β gather and the whole FISTA loop run compiled
-(:mod:`metaq_utils._kernels`, numba); their NumPy formulations are kept beside them as the
+(:mod:`metaq_utils.core._kernels`, numba); their NumPy formulations are kept beside them as the
 reference they are tested against.
 
-Edge cases follow :mod:`metaq_utils.subproblem`: weights outside [v_0, v_{C−1}] are clamped; the
+Edge cases follow :mod:`metaq_utils.core.subproblem`: weights outside [v_0, v_{C−1}] are clamped; the
 interval of a weight is found by grid arithmetic u = (w − v_0)/Δ, so a weight exactly on a grid
 value may be attributed to either adjacent interval by rounding — its value is the same and its β
 is the left or right slope at that point, both valid multipliers.
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metaq_utils import _kernels
-from metaq_utils.grid import Grid, as_finite_float64
-from metaq_utils.subproblem import _pava, lower_hull_pava
+from metaq_utils.core import _kernels
+from metaq_utils.core.grid import Grid, as_finite_float64
+from metaq_utils.core.subproblem import _pava, lower_hull_pava
 
 __all__ = [
     "c_star",
@@ -114,7 +114,7 @@ class DualEval:
 class DualOracle:
     """φ_w(ξ) and a supergradient in O(C) per call after one O(n) pass over w (spec §2.2).
 
-    The O(n) pass and the evaluation run in compiled kernels (:mod:`metaq_utils._kernels`); the
+    The O(n) pass and the evaluation run in compiled kernels (:mod:`metaq_utils.core._kernels`); the
     same computations in NumPy are kept as :meth:`_aggregate_numpy` and :meth:`_eval_numpy`, the
     readable reference that the kernels are tested against.
 
@@ -122,7 +122,7 @@ class DualOracle:
     β gather: uint16 (2 bytes per weight; uint32 for C > 65,536). ``index_out`` may pass a
     reusable array of that dtype and length n (the training loop does, to avoid a fresh
     allocation per step). ``w`` (float32 or float64) is referenced, not copied. ``chunk`` sets
-    how the laned aggregates are accumulated (see :mod:`metaq_utils._kernels`).
+    how the laned aggregates are accumulated (see :mod:`metaq_utils.core._kernels`).
     """
 
     def __init__(
@@ -135,7 +135,7 @@ class DualOracle:
         index_out: np.ndarray | None = None,
     ) -> None:
         if not isinstance(grid, Grid):
-            raise TypeError(f"grid must be a metaq_utils.grid.Grid, got {type(grid).__name__}")
+            raise TypeError(f"grid must be a metaq_utils.core.grid.Grid, got {type(grid).__name__}")
         w_arr = np.asarray(w)
         if w_arr.ndim != 1:
             raise ValueError(f"w must be a 1-D array of weights, got shape {w_arr.shape}")
@@ -179,7 +179,7 @@ class DualOracle:
         self._cum, self.counts = _kernels.prefix_sums(N, U, self.C)
 
     def _prefix_sums_numpy(self, N: np.ndarray, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Reference for :func:`metaq_utils._kernels.prefix_sums`: (cum, counts) with NumPy."""
+        """Reference for :func:`metaq_utils.core._kernels.prefix_sums`: (cum, counts) with NumPy."""
         C = self.C
         N_lanes, U_lanes = N.reshape(_LANES, C - 1), U.reshape(_LANES, C - 1)
         N, U = N_lanes[0].copy(), U_lanes[0].copy()
@@ -296,7 +296,7 @@ class DualOracle:
 
 def index_dtype_for(C: int) -> type:
     """dtype of the per-weight interval index: k ≤ C − 2, or C − 1 for the adjacent variant's
-    off-range weights (:func:`metaq_utils._kernels.adjacent_pass`)."""
+    off-range weights (:func:`metaq_utils.core._kernels.adjacent_pass`)."""
     return np.uint16 if C - 1 <= np.iinfo(np.uint16).max else np.uint32
 
 
@@ -427,7 +427,7 @@ def fista(
     t_{k+1} = (1 + sqrt(1 + 4 t_k²))/2. Each iteration evaluates φ_w at σ_k (σ_1 = ξ0).
     With ``sort_xi`` (the reference behaviour) ξ_{k+1} and σ_k are sorted ascending, so every
     evaluated point — and the returned one — is sorted and every β ≥ 0.
-    The whole loop runs compiled (:func:`metaq_utils._kernels.fista`), with the same oracle
+    The whole loop runs compiled (:func:`metaq_utils.core._kernels.fista`), with the same oracle
     kernel as :meth:`DualOracle._eval` (``tests/test_kernels.py`` replays it in Python).
     ``xi_return``: "best" evaluated point, or "last": the final iterate ξ_{K+1} with β from σ_K.
     """

@@ -36,7 +36,7 @@ Layout (all integers are unsigned LEB128 varints unless a width is given; floats
 
 Symbols of a group are its tensors flattened (C order) and concatenated in parameter order.
 ``dense``: one symbol per weight, the codebook index (bucket index for a grid, see
-:mod:`metaq_utils.quantization`; nearest value for a table). ``sparse`` (Deep Compression, Han et
+:mod:`metaq_utils.quant.quantization`; nearest value for a table). ``sparse`` (Deep Compression, Han et
 al. 2016, §3): only non-zero weights are stored, as entries (gap, symbol): gap = distance from the
 previous entry (the first from position −1), in ``[1, max_gap]``; symbol = codebook index + 1 for
 a surviving weight, 0 for a *filler zero* inserted when a gap exceeds ``max_gap`` (filler gaps
@@ -51,7 +51,7 @@ Version 1 is version 2 without the preprocessing byte (and block): it records no
 (:attr:`CompressedModel.preprocessing` is None). The writer writes version 2 unless asked for 1.
 The preprocessing is stored as float32, the precision in which float32 images are normalised
 (``(x − 0.1307)/0.3081`` on a float32 tensor uses float32(0.1307)), so a model rebuilt from the
-file (:func:`metaq_utils.networks.model_from_compressed` with ``raw_input=True``) gives exactly
+file (:func:`metaq_utils.nn.networks.model_from_compressed` with ``raw_input=True``) gives exactly
 the predictions of the network fed as during training. It costs 10 bytes for MNIST (K = 1).
 
 Robustness: :func:`read_compressed` raises only :class:`CompressedFileError` for anything wrong
@@ -70,11 +70,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from metaq_utils.atomic import atomic_write_bytes
-from metaq_utils.codecs import ByteReader, CodecError, codec_by_id, encode_varint, get_codec
-from metaq_utils.grid import Grid, check_finite
-from metaq_utils.preprocessing import Preprocessing, preprocessing_for
-from metaq_utils.quantization import dequantize, nearest_indices, quantize_indices
+from metaq_utils.store.atomic import atomic_write_bytes
+from metaq_utils.coding.codecs import ByteReader, CodecError, codec_by_id, encode_varint, get_codec
+from metaq_utils.core.grid import Grid, check_finite
+from metaq_utils.coding.preprocessing import Preprocessing, preprocessing_for
+from metaq_utils.quant.quantization import dequantize, nearest_indices, quantize_indices
 
 __all__ = [
     "MAGIC",
@@ -131,7 +131,7 @@ class GroupSpec:
     codebook:       a :class:`Grid` (uniform METaQ grid), a 1-D float array (explicit table, e.g.
                     per-layer k-means centroids, stored as float32), or ``None`` (mode float32).
     mode:           ``"dense"`` | ``"sparse"`` | ``"float32"``.
-    codec:          codec name for the symbols (see :mod:`metaq_utils.codecs`), e.g. ``"range"``.
+    codec:          codec name for the symbols (see :mod:`metaq_utils.coding.codecs`), e.g. ``"range"``.
     index_codec:    sparse only: codec for the gaps; ``None`` = same as ``codec``.
     max_gap:        sparse only: largest stored gap (Han et al.: 2**8 conv, 2**5 fc).
     grid_precision: ``"auto"`` (float32 if lossless else float64) | ``"float32"`` (round the grid
@@ -408,7 +408,7 @@ def encode_compressed(arch: str, tensors: Sequence, groups: GroupSpec | Sequence
     ``tensors``: the parameters in ``model.parameters()`` order (NumPy arrays or torch tensors,
     converted to float32). ``groups``: one :class:`GroupSpec` or a list covering every tensor
     exactly once. ``preprocessing``: the input normalisation to record — ``"arch"`` (default)
-    the architecture's (:func:`metaq_utils.preprocessing.preprocessing_for`, none for a name
+    the architecture's (:func:`metaq_utils.coding.preprocessing.preprocessing_for`, none for a name
     not in its table), a :class:`Preprocessing`, or None. ``version``: 2, or 1 for the old
     layout (no preprocessing recorded; ``preprocessing`` is then ignored).
     ``ValueError`` for invalid inputs (NaN/inf weights, unknown codec, ...).

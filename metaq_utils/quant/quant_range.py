@@ -5,9 +5,9 @@ checkpoint after training):
 
 1. explicit values (``w0=`` / ``r=``, e.g. the ``--w0`` / ``--r`` flags) win, each on its own;
 2. otherwise the range of the grid the model was **trained on**, read from the checkpoint (its
-   ``grid``), or from the METaQ configuration / :class:`~metaq_utils.grid.Grid` given instead;
+   ``grid``), or from the METaQ configuration / :class:`~metaq_utils.core.grid.Grid` given instead;
 3. only when there is no grid at all (plain training, no METaQ term) the thesis range
-   (:func:`metaq_utils.grid.thesis_grid`) — and :attr:`QuantRange.source` says so, for the output.
+   (:func:`metaq_utils.core.grid.thesis_grid`) — and :attr:`QuantRange.source` says so, for the output.
 
 The number of buckets ``C_Q`` is the caller's (a sweep, a flag, or the checkpoint's own ``C``).
 NumPy only: a checkpoint is read by duck typing (its ``grid`` attribute), torch is not imported.
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from metaq_utils.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid
+from metaq_utils.core.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid
 
 __all__ = ["QuantRange", "posttraining_range", "posttraining_grid", "training_grid_of"]
 
@@ -47,7 +47,7 @@ def training_grid_of(source: Any) -> Grid | None:
     """The grid a model was trained on, from what is given, or None (plain training).
 
     ``source``: a checkpoint (anything with a ``grid`` attribute: a ``{"w0", "r", "C"}`` dict or
-    None, as :class:`metaq_utils.checkpoints.Checkpoint` holds), a METaQ configuration (its
+    None, as :class:`metaq_utils.nn.checkpoints.Checkpoint` holds), a METaQ configuration (its
     ``grid`` property), a :class:`Grid`, a grid dict, or None. A malformed grid raises ValueError.
     """
     if source is None or isinstance(source, Grid):

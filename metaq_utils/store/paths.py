@@ -8,7 +8,7 @@ from pathlib import Path
 
 __all__ = ["REPO_ROOT", "BEFORE_DIR", "AFTER_DIR", "RUNS_DIR", "resolve"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]   # metaq_utils/store/paths.py → the repository
 BEFORE_DIR = REPO_ROOT / "BestModelsBeforeQuantization"
 AFTER_DIR = REPO_ROOT / "BestModelsAfterQuantization"
 RUNS_DIR = REPO_ROOT / "runs"

@@ -11,7 +11,7 @@ range the error is ``distance to the range + Δ/2``.
 
 METaQ quantizes *all* trainable parameters — weights and biases — with one shared grid; the
 helpers :func:`quantize_tensors` / :func:`quantize_state_dict` / :func:`flatten` (from
-:mod:`metaq_utils.params`, the one flattener) do exactly that.
+:mod:`metaq_utils.core.params`, the one flattener) do exactly that.
 NumPy only; PyTorch is imported lazily by the ``state_dict`` helper.
 
 NaN or infinite weights raise ``ValueError`` naming how many there are.
@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from metaq_utils.grid import Grid, as_finite_float64, check_finite
-from metaq_utils.params import flatten, to_numpy, unflatten
+from metaq_utils.core.grid import Grid, as_finite_float64, check_finite
+from metaq_utils.core.params import flatten, to_numpy, unflatten
 
 __all__ = [
     "quantize_indices",

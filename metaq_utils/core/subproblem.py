@@ -18,7 +18,7 @@ Edge cases — identical for every solver in this module:
   optimal multiplier; the rule here is **the slope of the segment to the right of the vertex,
   except at the last vertex v_{C−1}, where it is the slope of the segment to its left**.
   For the hull-based solvers "w is on the vertex" means ``w == v[j]`` in float64; the fast dual
-  oracle (:mod:`metaq_utils.dual`) locates weights by grid arithmetic and may, for a weight lying
+  oracle (:mod:`metaq_utils.core.dual`) locates weights by grid arithmetic and may, for a weight lying
   exactly on a grid value, report the left slope instead — always inside the optimal set.
   :func:`solve_linprog` and :func:`solve_cvxpy` return whatever multiplier the LP solver picks
   (any point of the optimal set).
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linprog
 
-from metaq_utils.grid import Grid, as_finite_float64
+from metaq_utils.core.grid import Grid, as_finite_float64
 
 try:  # the compiled PAVA kernel behind scipy.optimize.isotonic_regression (scipy >= 1.12)
     from scipy.optimize._pava_pybind import pava as _pava

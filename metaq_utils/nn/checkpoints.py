@@ -4,7 +4,7 @@ A checkpoint is a plain dict saved with ``torch.save`` (loadable with ``weights_
 
 ========================  ==========================================================
 ``format``, ``version``   ``"metaq-checkpoint"``, 1
-``arch``, ``n_params``    architecture name (see :mod:`metaq_utils.networks`) and n
+``arch``, ``n_params``    architecture name (see :mod:`metaq_utils.nn.networks`) and n
 ``state_dict``            the model's tensors
 ``content_hash``          sha256 of arch + every tensor's name, dtype, shape and bytes
 ``config``                hyper-parameters (JSON-like), e.g. the training configuration
@@ -35,11 +35,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .atomic import atomic_write_bytes
-from .grid import Grid
+from ..store.atomic import atomic_write_bytes
+from ..core.grid import Grid
 from .networks import build_model, count_parameters
-from .paths import AFTER_DIR, BEFORE_DIR, REPO_ROOT
-from .preprocessing import Preprocessing, preprocessing_for
+from ..store.paths import AFTER_DIR, BEFORE_DIR, REPO_ROOT
+from ..coding.preprocessing import Preprocessing, preprocessing_for
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "find_checkpoint", "state_hash",
            "atomic_write_bytes", "library_versions", "project_commit", "REPO_ROOT",
@@ -65,7 +65,7 @@ def state_hash(arch: str, state_dict: Mapping[str, torch.Tensor]) -> str:
 def library_versions() -> dict[str, str]:
     import numpy
     import torchvision
-    from . import __version__
+    from .. import __version__
     return {"python": platform.python_version(), "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__), "numpy": str(numpy.__version__),
             "metaq_utils": str(__version__)}
@@ -109,7 +109,7 @@ class Checkpoint:
     @property
     def input_preprocessing(self) -> Preprocessing | None:
         """The recorded preprocessing, or for an older checkpoint that did not record one the
-        architecture's (:func:`metaq_utils.preprocessing.preprocessing_for`)."""
+        architecture's (:func:`metaq_utils.coding.preprocessing.preprocessing_for`)."""
         if self.preprocessing is not None:
             return Preprocessing.from_dict(self.preprocessing)
         return preprocessing_for(self.arch)
@@ -131,7 +131,7 @@ def save_checkpoint(path: str | os.PathLike, model_or_state: torch.nn.Module | M
     The state dict is checked against ``arch`` (names, shapes, parameter count) and ``grid`` (a
     :class:`Grid` or its dict) is validated before anything is written, so a mismatched
     checkpoint is never produced. ``preprocessing``: the input the network expects — ``"arch"``
-    (default) the architecture's (:data:`metaq_utils.preprocessing.ARCH_PREPROCESSING`), a
+    (default) the architecture's (:data:`metaq_utils.coding.preprocessing.ARCH_PREPROCESSING`), a
     :class:`Preprocessing` or its dict, or None.
     """
     state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state

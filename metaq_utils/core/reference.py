@@ -3,9 +3,9 @@
 Reference: public repository ``cardiaa/METaQ``, commit ``ebd4355`` (the thesis-era code; the
 thesis is its ``Report.pdf``). Every rule below cites the file and line it follows; nothing of
 that code is copied. This module is NumPy-only (no torch): the training hook in
-:mod:`metaq_utils.regularizer` holds a :class:`ReferenceSolver` and calls :meth:`ReferenceSolver.step`.
+:mod:`metaq_utils.nn.regularizer` holds a :class:`ReferenceSolver` and calls :meth:`ReferenceSolver.step`.
 
-The rules (``variant="reference"`` of :class:`metaq_utils.regularizer.METaQConfig`):
+The rules (``variant="reference"`` of :class:`metaq_utils.nn.regularizer.METaQConfig`):
 
 1. **Grid: left bucket edges.** ``v = linspace(w0 − r, w0 + r − 2r/C, C)`` in float32
    (``utils/trainer.py`` 43–44), not the bucket centres of the thesis text (spec §1).
