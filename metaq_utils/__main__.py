@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from .core.grid import THESIS_GRID_C, THESIS_GRID_R, THESIS_GRID_W0   # NumPy only: the CLI starts fast
+
 __all__ = ["main"]
 
 
@@ -35,9 +37,9 @@ def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     m.add_argument("--variant", default="reference", choices=list(VARIANTS) + ["plain"],
                    help="'reference': METaQ as its reference code runs it (metaq_utils/core/reference.py); "
                         "'plain' trains without any regularizer; the others: metaq_utils/nn/regularizer.py")
-    m.add_argument("--C", type=int, default=6)
-    m.add_argument("--w0", type=float, default=-0.11)
-    m.add_argument("--r", type=float, default=1.114)
+    m.add_argument("--C", type=int, default=THESIS_GRID_C)
+    m.add_argument("--w0", type=float, default=THESIS_GRID_W0)
+    m.add_argument("--r", type=float, default=THESIS_GRID_R)
     m.add_argument("--lam", type=float, default=0.0015)
     m.add_argument("--alpha", type=float, default=0.533)
     m.add_argument("--R", default="l2", choices=["l2", "l1"])
@@ -258,21 +260,21 @@ def _cmd_evaluate(args) -> int:
 def _cmd_dual(args) -> int:
     """K successive warm-started dual solves on a checkpoint's weights, on the variant's grid."""
     import numpy as np
-    from .nn.checkpoints import load_checkpoint
+    from .core.params import flatten
     from .core.reference import beta_summary
+    from .nn.checkpoints import load_checkpoint
     from .nn.regularizer import METaQConfig, METaQRegularizer
+    from .quant.quant_range import posttraining_range
     ck = load_checkpoint(args.checkpoint)
-    grid = ck.grid or {}
-    w0 = args.w0 if args.w0 is not None else grid.get("w0", -0.11)
-    r = args.r if args.r is not None else grid.get("r", 1.114)
-    C = args.C if args.C is not None else grid.get("C", 6)
+    rng = posttraining_range(ck, w0=args.w0, r=args.r)   # flags, else the checkpoint's grid, else the thesis'
+    C = args.C if args.C is not None else (ck.grid or {}).get("C", THESIS_GRID_C)
     if args.variant in ("none", "adjacent"):
         raise SystemExit(f"dual: variant {args.variant!r} has no dual solve")
-    cfg = METaQConfig(C=int(C), w0=float(w0), r=float(r), method=args.method, iterations=args.iterations,
+    cfg = METaQConfig(C=int(C), w0=rng.w0, r=rng.r, method=args.method, iterations=args.iterations,
                       zeta=args.zeta, variant=args.variant, **_xi_kwargs(args))
     model = ck.build_model()
     reg = METaQRegularizer(model, cfg)
-    w = np.concatenate([p.detach().reshape(-1).numpy() for p in reg.params])
+    w = flatten(reg.params)
     v = cfg.dual_grid_v
     steps = []
     for _ in range(args.steps):
@@ -372,9 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--method", default="fista", choices=["dss", "fista", "pbm_thesis", "bundle"])
     dl.add_argument("--iterations", type=int, default=15)
     dl.add_argument("--zeta", type=float, default=1e5)
-    dl.add_argument("--C", type=int, default=None, help="default: the checkpoint's grid (else 6)")
-    dl.add_argument("--w0", type=float, default=None, help="default: the checkpoint's grid (else -0.11)")
-    dl.add_argument("--r", type=float, default=None, help="default: the checkpoint's grid (else 1.114)")
+    dl.add_argument("--C", type=int, default=None, help=f"default: the checkpoint's grid (else {THESIS_GRID_C})")
+    dl.add_argument("--w0", type=float, default=None, help=f"default: the checkpoint's grid (else {THESIS_GRID_W0})")
+    dl.add_argument("--r", type=float, default=None, help=f"default: the checkpoint's grid (else {THESIS_GRID_R})")
     dl.add_argument("--seed", type=int, default=0, help="seed of the sorted-uniform start")
     _add_xi_args(dl)
     dl.add_argument("--json", action="store_true", help="print one JSON object")

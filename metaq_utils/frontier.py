@@ -53,8 +53,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .nn.checkpoints import REPO_ROOT, atomic_write_bytes
 from .nn.networks import EXPECTED_PARAMETERS
+from .store import paths
+from .store.atomic import atomic_write_bytes
+from .store.paths import REPO_ROOT
 from .studies.thesis import HEADLINE
 
 __all__ = ["COLUMNS", "DEFAULT_PATH", "FrontierPoint", "ReferencePoint", "METAQ_REPORTED",
@@ -77,12 +79,9 @@ def _opt_float(x: Any) -> float | None:
 
 
 def resolve(path: str | Path | None, default: Path = DEFAULT_PATH) -> Path:
-    """``None`` → ``default``; a relative path is taken relative to the repository root (so the
-    notebooks, which run in ``notebooks/``, and the scripts name the same files)."""
-    if path is None:
-        return default
-    p = Path(path)
-    return p if p.is_absolute() else REPO_ROOT / p
+    """:func:`metaq_utils.store.paths.resolve` with the frontier file as default: ``None`` →
+    ``default``; a relative path is taken relative to the repository root."""
+    return paths.resolve(path, default)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from torch import nn
 from .nn.checkpoints import AFTER_DIR, BEFORE_DIR, REPO_ROOT, Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .nn.data import MNISTTensors
 from .coding.fileformat import MAGIC, CompressedModel, encode_compressed, metaq_group, read_compressed
-from .core.grid import Grid
+from .core.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid
 from .nn.networks import build_model, count_parameters
 from .nn.ptq import SweepPoint, model_vector, quantize_model, select_point, sweep_cq
 from .quant.quantization import entropy_bits
@@ -38,7 +38,7 @@ CODEC_NAMES = ("huffman", "range", "gzip9", "zstd22", "raw")
 # [w0 − r, w0 + r], augmentation (rotation ±10°, translation ≤ 10 %), 144 epochs.
 THESIS_TRAIN_CONFIG = TrainConfig(arch="lenet5", epochs=144, batch_size=64, optimizer="adam", lr=7e-4,
                                   betas=(0.9, 0.99), augment=True, init="uniform",
-                                  init_low=-0.11 - 1.114, init_high=-0.11 + 1.114)
+                                  init_low=THESIS_GRID_W0 - THESIS_GRID_R, init_high=THESIS_GRID_W0 + THESIS_GRID_R)
 
 
 def default_cq_values(max_cq: int = 1024) -> list[int]:

@@ -21,7 +21,7 @@ SHIPPED_V1 = REPO / "BestModelsAfterQuantization" / "headline_lenet5_CQ27.range.
 
 
 def test_every_architecture_records_the_data_modules_normalisation():
-    assert (D.MNIST_MEAN, D.MNIST_STD) == (MNIST_MEAN, MNIST_STD)     # one value, two names until data.py imports it
+    assert (D.MNIST_MEAN, D.MNIST_STD) == (MNIST_MEAN, MNIST_STD)     # data.py normalises with preprocessing's values
     assert set(PREPROCESSING) == set(ARCHITECTURES)
     for arch, pre in PREPROCESSING.items():
         assert pre.to_dict() == {"input": "MNIST 28x28 grayscale in [0,1]",

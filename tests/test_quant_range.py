@@ -103,3 +103,19 @@ def test_cli_compress_uses_the_same_rule(zero_centred_checkpoint, tmp_path, caps
     assert "training grid" in capsys.readouterr().out
     (group,) = read_compressed(mtq).groups
     assert group.codebook == Grid(0.0, 0.5, 16)
+
+
+def test_cli_dual_uses_the_same_rule(zero_centred_checkpoint, tmp_path, capsys):
+    """``dual`` solves on the checkpoint's training grid (flags win, the thesis grid without one)."""
+    import json
+
+    path, _ = zero_centred_checkpoint
+
+    def grid_of(*argv):
+        assert main(["dual", *argv, "--variant", "thesis", "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["grid"]
+
+    assert grid_of(str(path)) == {"w0": 0.0, "r": 0.5, "C": 6}
+    assert grid_of(str(path), "--w0", "0.1", "--C", "4") == {"w0": 0.1, "r": 0.5, "C": 4}
+    plain = save_checkpoint(tmp_path / "plain.pt", build_model("lenet5"), "lenet5")
+    assert grid_of(str(plain)) == thesis_grid().to_dict()

@@ -20,8 +20,8 @@ import numpy as np
 __all__ = ["Preprocessing", "MNIST_MEAN", "MNIST_STD", "MNIST_PREPROCESSING", "ARCH_PREPROCESSING",
            "preprocessing_for"]
 
-# The MNIST training-set pixel mean and standard deviation (of values in [0, 1]), the numbers
-# metaq_utils.nn.data normalises with (its MNIST_MEAN / MNIST_STD must stay equal to these).
+# The MNIST training-set pixel mean and standard deviation (of values in [0, 1]): the numbers
+# metaq_utils.nn.data normalises with (it imports them from here).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 

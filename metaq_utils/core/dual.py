@@ -33,7 +33,7 @@ import numpy as np
 
 from metaq_utils.core import _kernels
 from metaq_utils.core.grid import Grid, as_finite_float64
-from metaq_utils.core.subproblem import _pava, lower_hull_pava
+from metaq_utils.core.subproblem import lower_hull_pava, scipy_pava
 
 __all__ = [
     "c_star",
@@ -222,9 +222,9 @@ class DualOracle:
 
     def _hull(self, xi: np.ndarray) -> np.ndarray:
         """Lower-hull vertex indices of (v, ξ) on the uniform grid (PAVA on ξ differences)."""
-        if _pava is None:  # pragma: no cover - other scipy versions
+        if scipy_pava is None:  # pragma: no cover - other scipy versions
             return lower_hull_pava(self._v, xi, uniform=True)
-        _, _, r, nb = _pava(xi[1:] - xi[:-1], self._ones.copy(), self._rbuf)
+        _, _, r, nb = scipy_pava(xi[1:] - xi[:-1], self._ones.copy(), self._rbuf)
         return r[: nb + 1].copy()
 
     def _eval(self, xi: np.ndarray) -> tuple:

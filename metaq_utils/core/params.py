@@ -31,7 +31,8 @@ def parameter_tensors(model_or_tensors) -> list:
 
 def flatten(model_or_tensors: Iterable, dtype=np.float32) -> np.ndarray:
     """``w`` as one NumPy vector of ``dtype`` (float32 by default: the parameters' own values;
-    float64 for the METaQ maths, exact). Accepts a module or a sequence of tensors/arrays."""
+    float64 for the METaQ maths, exact; None keeps the parameters' own dtype). Accepts a module or
+    a sequence of tensors/arrays."""
     parts = [np.asarray(to_numpy(t), dtype=dtype).ravel() for t in parameter_tensors(model_or_tensors)]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 

@@ -43,14 +43,19 @@ from scipy.optimize import linprog
 from metaq_utils.core.grid import Grid, as_finite_float64
 
 try:  # the compiled PAVA kernel behind scipy.optimize.isotonic_regression (scipy >= 1.12)
-    from scipy.optimize._pava_pybind import pava as _pava
+    from scipy.optimize._pava_pybind import pava as scipy_pava
 except ImportError:  # pragma: no cover - exercised only on other scipy versions
-    _pava = None
+    scipy_pava = None
+# scipy_pava(y, w, r) -> (y, w, r, nb): the isotonic regression of y with weights w in place; the
+# blocks start at r[0..nb] (r needs len(y) + 1 entries). None on a scipy without it (then
+# lower_hull_pava falls back to scipy.optimize.isotonic_regression). Private to scipy, so reached
+# here once, for this module and metaq_utils.core.dual.
 
 __all__ = [
     "SubproblemSolution",
     "lower_hull",
     "lower_hull_pava",
+    "scipy_pava",
     "lower_hull_chain",
     "lower_hull_breakpoints",
     "solve_linprog",
@@ -213,9 +218,9 @@ def lower_hull_pava(v: np.ndarray, xi: np.ndarray, uniform: bool = False) -> np.
         dv = np.diff(v)
         d = d / dv
         wts = dv.copy()
-    if _pava is not None:
+    if scipy_pava is not None:
         r = np.empty(C, dtype=np.intp)
-        _, _, r, nb = _pava(d, wts, r)
+        _, _, r, nb = scipy_pava(d, wts, r)
         return r[: nb + 1].astype(np.int64)
     from scipy.optimize import isotonic_regression  # pragma: no cover
 

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..coding.preprocessing import MNIST_MEAN, MNIST_STD   # the input normalisation, recorded with every model
+
 __all__ = ["MNIST_TRAIN_CLASS_COUNTS", "MNIST_TEST_CLASS_COUNTS", "MNISTUnavailableError",
            "ensure_mnist", "load_mnist", "MNISTTensors", "iterate_batches", "augment_batch", "affine_batch",
            "MNIST_MEAN", "MNIST_STD", "DEFAULT_ROOT", "VAL_SIZE", "VAL_SEED", "ValidationSplit",
@@ -45,7 +47,6 @@ DEFAULT_ROOT = "data"
 # Official per-class counts (digits 0..9).
 MNIST_TRAIN_CLASS_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 MNIST_TEST_CLASS_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 # The fixed validation split (PROTOCOL.md): never change these, every run records the hash.
 VAL_SIZE = 5000
 VAL_SEED = 20261128

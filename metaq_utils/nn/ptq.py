@@ -25,6 +25,7 @@ from torch import nn
 from ..store.progress import tqdm
 
 from ..core.grid import Grid
+from ..core.params import flatten, parameter_tensors
 from ..quant.quantization import dequantize, entropy_bits, quantize_indices
 from .training import check_selection, evaluate
 
@@ -50,14 +51,16 @@ class SweepPoint:
 
 
 def model_vector(model: nn.Module) -> np.ndarray:
-    """The flat parameter vector w (spec §1) as float64."""
-    return torch.nn.utils.parameters_to_vector(model.parameters()).detach().double().numpy()
+    """The flat parameter vector w (spec §1) as float64: :func:`metaq_utils.core.params.flatten`."""
+    return flatten(model, np.float64)
 
 
 def load_vector(model: nn.Module, w: np.ndarray) -> nn.Module:
-    """Write the flat vector ``w`` into ``model``'s parameters (in place) and return the model."""
+    """Write the flat vector ``w`` into ``model``'s parameters (the tensors of :func:`model_vector`,
+    in place) and return the model."""
     with torch.no_grad():
-        torch.nn.utils.vector_to_parameters(torch.from_numpy(np.asarray(w, dtype=np.float32)), model.parameters())
+        torch.nn.utils.vector_to_parameters(torch.from_numpy(np.asarray(w, dtype=np.float32)),
+                                            parameter_tensors(model))
     return model
 
 

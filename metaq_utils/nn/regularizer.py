@@ -67,7 +67,8 @@ from torch import nn
 from ..core import _kernels
 from ..core.dual import (DEFAULT_CHUNK, METHODS, RETURN_RULES, DualOracle, NonFiniteWeightError, c_bounds,
                    default_xi0, index_dtype_for, solve_dual)
-from ..core.grid import Grid
+from ..core.grid import THESIS_GRID_C, THESIS_GRID_R, THESIS_GRID_W0, Grid
+from ..core.params import flatten
 from ..quant.quantization import entropy_bits
 from ..core.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
 
@@ -84,9 +85,9 @@ _DUAL_VARIANTS = ("thesis", "flipped", "sorted", "constant_best")
 @dataclass(frozen=True)
 class METaQConfig:
     """METaQ hyper-parameters; the defaults are the thesis' best configuration (spec §3)."""
-    C: int = 6                      # buckets of the training grid, >= 2
-    w0: float = -0.11               # centre of the range
-    r: float = 1.114                # half-width of the range, > 0
+    C: int = THESIS_GRID_C          # buckets of the training grid, >= 2 (thesis: 6)
+    w0: float = THESIS_GRID_W0      # centre of the range (thesis: −0.11)
+    r: float = THESIS_GRID_R        # half-width of the range, > 0 (thesis: 1.114)
     lam: float = 0.0015             # λ
     alpha: float = 0.533            # α: share of R in the regularizer (1 − α on φ)
     R: str = "l2"                   # 'l2' (‖w‖²) | 'l1' (‖w‖₁)
@@ -205,12 +206,9 @@ class METaQConfig:
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
-    """All trainable parameters, flattened in ``model.parameters()`` order (the w of spec §1)."""
-    return _flatten([p for p in model.parameters() if p.requires_grad])
-
-
-def _flatten(params: list[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in params])
+    """All trainable parameters, flattened in ``model.parameters()`` order (the w of spec §1), as a
+    tensor of the parameters' dtype: :func:`metaq_utils.core.params.flatten`."""
+    return torch.from_numpy(flatten(model, dtype=None))
 
 
 def grid_entropy_bits(w: np.ndarray, grid: Grid) -> float:
@@ -407,16 +405,7 @@ class METaQRegularizer:
             self._reference_step(w_t.numpy(), scale)
             # trainer.py 78–91 at ebd4355: grad = (λ(1−α)β + ∇loss), then Adam's coupled weight
             # decay adds λα·w (trainer.py 38) — the same two additions in the same order
-            grads = [p.grad for p in self.params]
-            if all(g is not None for g in grads):
-                torch._foreach_add_(grads, self._views)
-            else:
-                for p, g in zip(self.params, self._views):
-                    if p.grad is None:
-                        p.grad = g.clone()
-                    else:
-                        p.grad.add_(g)
-                grads = [p.grad for p in self.params]
+            grads = self._add_total_to_grads()
             if cfg.alpha > 0:
                 torch._foreach_add_(grads, [p.detach() for p in self.params], alpha=cfg.lam * cfg.alpha)
             self.steps += 1
@@ -437,20 +426,26 @@ class METaQRegularizer:
                 total.add_(w_t, alpha=2.0 * cfg.lam * cfg.alpha)
             else:
                 total.add_(torch.sign(w_t), alpha=cfg.lam * cfg.alpha)
+        self._add_total_to_grads()
+        self.steps += 1
+
+    def _add_total_to_grads(self) -> list[torch.Tensor]:
+        """``p.grad += `` the parameter's slice of ``self._total`` (a clone where there is no
+        gradient yet); returns the gradients."""
         grads = [p.grad for p in self.params]
         if all(g is not None for g in grads):
             torch._foreach_add_(grads, self._views)     # one call for all parameters
-        else:
-            for p, g in zip(self.params, self._views):
-                if p.grad is None:
-                    p.grad = g.clone()
-                else:
-                    p.grad.add_(g)
-        self.steps += 1
+            return grads
+        for p, g in zip(self.params, self._views):
+            if p.grad is None:
+                p.grad = g.clone()
+            else:
+                p.grad.add_(g)
+        return [p.grad for p in self.params]
 
     # -- what the training loop records -----------------------------------------------------
     def epoch_metrics(self, model: nn.Module | None = None) -> dict[str, float]:
-        w = _flatten(self.params).double().numpy()
+        w = flatten(self.params, np.float64)
         out = {"entropy_grid_bits": grid_entropy_bits(w, self.grid),
                "entropy_float_bits": float_entropy_bits(w),
                "fraction_outside_range": float(np.mean((w < self.grid.lo) | (w > self.grid.hi)))}
@@ -472,7 +467,7 @@ class METaQRegularizer:
         return {"metaq": self.config.to_dict()}
 
     def grid_dict(self) -> dict[str, Any]:
-        return {"w0": self.grid.w0, "r": self.grid.r, "C": self.grid.C}
+        return self.grid.to_dict()
 
     # -- checkpointing ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
