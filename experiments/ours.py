@@ -69,7 +69,7 @@ def main() -> None:
                 checkpoint_path=out / "last.pt", resume=True, select_on=args.select_on)
     history = list(res.history)
     if args.prune_epochs > 0:
-        from metaq_utils.baselines.deep_compression import FixedMasks, after_each_step
+        from metaq_utils.baselines.deep_compression import FixedMasks
         from metaq_utils.nn.training import CompositeRegularizer
         half = metaq.grid.delta / 2
         masks = {n: p.detach().abs() >= half for n, p in model.named_parameters() if n.endswith("weight")}
@@ -80,9 +80,9 @@ def main() -> None:
         fixed = FixedMasks(masks)
         cfg2 = TrainConfig(epochs=args.prune_epochs, lr=args.lr / 2, betas=(0.9, 0.99), seed=args.seed + 1,
                            augment=True, lr_schedule="cosine")
-        with after_each_step(model, fixed):
-            res2 = train(model, data, cfg2, regularizer=CompositeRegularizer(fixed, METaQRegularizer(model, metaq)),
-                         progress=False, select_on=args.select_on)
+        # train() calls the composite's after_step (the mask's) after every optimizer step
+        res2 = train(model, data, cfg2, regularizer=CompositeRegularizer(fixed, METaQRegularizer(model, metaq)),
+                     progress=False, select_on=args.select_on)
         history += [{**row, "stage": "prune-retrain"} for row in res2.history]
         res = res2
     save_checkpoint(out / f"{args.name}.pt", model, "lenet5",

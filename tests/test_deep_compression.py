@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from scipy.stats import norm
 
 from metaq_utils.baselines.deep_compression import (DeepCompression, DeepCompressionConfig, FixedMasks,
-                                                    SharedWeights, after_each_step, init_centroids, kmeans_1d,
+                                                    SharedWeights, init_centroids, kmeans_1d,
                                                     layer_stds, masks_from_zeros, prunable, prune)
 from metaq_utils.nn.data import normalize
 from metaq_utils.coding.fileformat import encode_compressed, read_compressed
@@ -80,12 +80,14 @@ def test_pruned_weights_stay_exactly_zero_under_adam(mnist):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
     x, y = _batch(mnist, 128)
 
-    def step(m, o, reg=None):
+    def step(m, o, reg=None, after_step=False):
         o.zero_grad()
         F.cross_entropy(m(x), y).backward()
         if reg is not None:
             reg.after_backward(m)
         o.step()
+        if after_step:
+            reg.after_step(m)                # what train() calls after every optimizer step
 
     for _ in range(3):                      # dense steps: Adam's moments are non-zero everywhere
         step(model, opt)
@@ -95,10 +97,9 @@ def test_pruned_weights_stay_exactly_zero_under_adam(mnist):
     control_opt.load_state_dict(opt.state_dict())
     before = {n: p.detach().clone() for n, p in prunable(model).items()}
     reg = FixedMasks(masks)
-    with after_each_step(model, reg):
-        for _ in range(5):
-            step(model, opt, reg)
-            step(control, control_opt, reg)     # zeroed gradients only, no re-application
+    for _ in range(5):
+        step(model, opt, reg, after_step=True)
+        step(control, control_opt, reg)     # zeroed gradients only, no re-application
     for name, p in prunable(model).items():
         m = masks[name]
         assert (p[~m] == 0).all() and not torch.signbit(p[~m]).any()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from metaq_utils.baselines.deep_compression import after_each_step, prunable
+from metaq_utils.baselines.deep_compression import prunable
 from metaq_utils.baselines.inq import (INQ, FrozenWeights, INQConfig, on_levels, partition, pow2_levels,
                                        project_pow2)
 from metaq_utils.coding.fileformat import read_compressed
@@ -70,8 +70,7 @@ def test_frozen_weights_stay_frozen_and_on_grid_while_the_rest_trains(small_mnis
     reg = FrozenWeights(masks, {n: params[n] for n in masks})
     cfg = TrainConfig(arch="lenet5", epochs=1, batch_size=64, optimizer="adam", lr=1e-2, weight_decay=1e-2,
                       augment=False, seed=1)
-    with after_each_step(model, reg):
-        train(model, small_mnist, cfg, regularizer=reg, progress=False)
+    train(model, small_mnist, cfg, regularizer=reg, progress=False)        # calls reg.after_step after each step
     for n, p in prunable(model).items():
         m = masks[n]
         np.testing.assert_array_equal(p.detach()[m].numpy().view(np.uint32), before[n][m].numpy().view(np.uint32))

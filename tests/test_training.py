@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from metaq_utils.nn.checkpoints import load_checkpoint
-from metaq_utils.nn.training import StopRule, TrainConfig, make_model, train
+from metaq_utils.nn.training import CompositeRegularizer, StopRule, TrainConfig, make_model, train
 
 
 class AddConstantGrad:
@@ -136,6 +136,38 @@ def test_composite_regularizer_applies_parts_in_order_and_round_trips(small_mnis
     assert [p.c for p in other.parts] == [1e-3, 2e-3] and [p.calls for p in other.parts] == [1, 1]
     with pytest.raises(ValueError, match="2 parts, expected 1"):
         CompositeRegularizer(AddConstantGrad()).load_state_dict(comp.state_dict())
+
+
+class PinFirstBias(AddConstantGrad):
+    """A toy constraint: fc3.bias[0] stays 0, re-imposed after every optimizer step."""
+
+    def __init__(self):
+        super().__init__(0.0)
+        self.log = []
+
+    def after_backward(self, model):
+        self.log.append("backward")
+
+    @torch.no_grad()
+    def after_step(self, model):
+        self.log.append("step")
+        model.fc3.bias[0] = 0.0
+
+
+def test_after_step_runs_after_every_optimizer_step(small_mnist):
+    data = _tiny(small_mnist)
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-2, weight_decay=1e-2)     # Adam would move the bias
+    free, pinned = make_model(cfg), make_model(cfg)
+    train(free, data, cfg, progress=False)
+    reg = PinFirstBias()
+    train(pinned, data, cfg, regularizer=reg, progress=False)
+    assert reg.log == ["backward", "step"] * 4                   # 128 images, batches of 32
+    assert pinned.fc3.bias[0].item() == 0.0 and free.fc3.bias[0].item() != 0.0
+    # a composite calls the after_step of the parts that have one, in order
+    comp_reg = PinFirstBias()
+    comp = CompositeRegularizer(AddConstantGrad(0.0), comp_reg)
+    train(make_model(cfg), data, cfg, regularizer=comp, progress=False)
+    assert comp_reg.log == reg.log
 
 
 # --- the protocol (PROTOCOL.md): selection on validation, test only under select_on="test" ----

@@ -1,7 +1,8 @@
 """What every baseline shares: its config type, its runner type, its one result type (and so one
 shape of the ``result.json`` entries the notebooks read), the encode → decode → bit-exact check →
-evaluate step, the bias group, and the hook that re-imposes a constraint after every optimizer
-step.
+evaluate step and the bias group. A constraint that must hold after every optimizer step (masks,
+frozen or shared weights) is a regularizer's ``after_step``, which :func:`metaq_utils.nn.training.train`
+calls.
 
 The baselines (:mod:`.deep_compression`, :mod:`.inq`, :mod:`.ana`, :mod:`.lc_mix`) build on this
 module and on the layers below the pipeline: networks, training, the file format, paths — never on
@@ -10,7 +11,6 @@ module and on the layers below the pipeline: networks, training, the file format
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -23,7 +23,7 @@ from ..coding.fileformat import CompressedModel, GroupSpec, mismatched_tensors
 from ..store.paths import resolve
 from ..nn.training import evaluate
 
-__all__ = ["BaselineConfig", "BaselineMethod", "BaselineRun", "prunable", "weight_arrays", "after_each_step",
+__all__ = ["BaselineConfig", "BaselineMethod", "BaselineRun", "prunable", "weight_arrays",
            "bias_group_spec", "check_decoded", "read_results", "stage_accuracy"]
 
 
@@ -115,28 +115,6 @@ def weight_arrays(model: nn.Module) -> Iterator[tuple[int, str, np.ndarray]]:
     for i, (name, p) in enumerate(model.named_parameters()):
         if p.ndim >= 2:
             yield i, name, p.detach().numpy().ravel()
-
-
-@contextmanager
-def after_each_step(model: nn.Module, hook_owner) -> Iterator[None]:
-    """Within the block, call ``hook_owner.after_step(model)`` after every ``optimizer.step()``
-    of any optimizer that updates ``model``'s parameters (a global PyTorch optimizer post-step
-    hook, removed on exit). :func:`metaq_utils.nn.training.train` builds its optimizer internally and
-    has no after-step hook of its own; this is how the masks/sharing are re-imposed after Adam's
-    update."""
-    from torch.optim.optimizer import register_optimizer_step_post_hook
-
-    ids = {id(p) for p in model.parameters()}
-
-    def hook(optimizer, args, kwargs):
-        if any(id(p) in ids for g in optimizer.param_groups for p in g["params"]):
-            hook_owner.after_step(model)
-
-    handle = register_optimizer_step_post_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def bias_group_spec(model: nn.Module, biases: str, codec: str) -> GroupSpec | None:

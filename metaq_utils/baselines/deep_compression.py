@@ -61,12 +61,12 @@ from ..coding.fileformat import GroupSpec, encode_compressed, read_compressed
 from ..nn.networks import count_parameters, model_from_compressed
 from ..store.paths import RUNS_DIR, resolve
 from ..nn.training import TrainConfig, train
-from .base import (BaselineConfig, BaselineMethod, BaselineRun, after_each_step, bias_group_spec, check_decoded,
+from .base import (BaselineConfig, BaselineMethod, BaselineRun, bias_group_spec, check_decoded,
                    prunable, read_results, stage_accuracy, weight_arrays)
 
 __all__ = ["DeepCompressionConfig", "DeepCompression", "DeepCompressionResult", "FixedMasks", "SharedGroup",
            "SharedWeights", "INIT_MODES", "layer_stds", "prunable", "masks_from_zeros", "prune",
-           "init_centroids", "kmeans_1d", "after_each_step", "read_runs", "format_runs", "format_layers"]
+           "init_centroids", "kmeans_1d", "read_runs", "format_runs", "format_layers"]
 
 INIT_MODES = ("forgy", "density", "linear")
 
@@ -161,8 +161,8 @@ class FixedMasks:
     """Training-loop regularizer that keeps pruned weights at exactly 0 (Han 2015 §3).
 
     ``after_backward``: zero the gradients of pruned weights (called by :func:`train` before
-    ``optimizer.step()``); ``after_step``: re-apply the mask (called after every optimizer step
-    inside :func:`after_each_step`)."""
+    ``optimizer.step()``); ``after_step``: re-apply the mask (called by :func:`train` after every
+    optimizer step)."""
 
     def __init__(self, masks: Mapping[str, torch.Tensor]) -> None:
         self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
@@ -382,11 +382,9 @@ class DeepCompression(BaselineMethod):
     def retrain(self, model: nn.Module, arch: str, masks: Mapping[str, torch.Tensor], round_: int) -> list[dict]:
         """Retrain the survivors with the masks fixed (L2 = ``weight_decay``)."""
         c = self.config
-        reg = FixedMasks(masks)
-        with after_each_step(model, reg):
-            result = train(model, self.data, self._train_config(arch, c.retrain_epochs, c.retrain_lr,
-                                                                c.weight_decay, c.seed + round_),
-                           regularizer=reg, progress=self.progress)
+        result = train(model, self.data, self._train_config(arch, c.retrain_epochs, c.retrain_lr,
+                                                            c.weight_decay, c.seed + round_),
+                       regularizer=FixedMasks(masks), progress=self.progress)
         return result.history
 
     def prune_and_retrain(self, dense: nn.Module, arch: str) -> tuple[nn.Module, dict[str, torch.Tensor], list[dict]]:
@@ -439,12 +437,10 @@ class DeepCompression(BaselineMethod):
         c = self.config
         if c.finetune_epochs == 0:
             return []
-        reg = SharedWeights(groups)
         # the biases are trained freely when they are not shared (biases='float32')
-        with after_each_step(model, reg):
-            result = train(model, self.data, self._train_config(arch, c.finetune_epochs, c.finetune_lr, 0.0,
-                                                                c.seed + 1000),
-                           regularizer=reg, progress=self.progress)
+        result = train(model, self.data, self._train_config(arch, c.finetune_epochs, c.finetune_lr, 0.0,
+                                                            c.seed + 1000),
+                       regularizer=SharedWeights(groups), progress=self.progress)
         return result.history
 
     # 5. encode

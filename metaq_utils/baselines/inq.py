@@ -47,7 +47,7 @@ from ..nn.data import MNISTTensors
 from ..coding.fileformat import GroupSpec, encode_compressed, read_compressed
 from ..nn.networks import count_parameters, model_from_compressed
 from ..nn.training import TrainConfig, evaluate, train
-from .base import (BaselineConfig, BaselineMethod, BaselineRun, after_each_step, bias_group_spec, check_decoded,
+from .base import (BaselineConfig, BaselineMethod, BaselineRun, bias_group_spec, check_decoded,
                    prunable, read_results, stage_accuracy, weight_arrays)
 from .deep_compression import kmeans_1d
 
@@ -113,7 +113,7 @@ class FrozenWeights:
     """Training-loop regularizer that keeps the quantized weights fixed at their grid values.
 
     ``after_backward``: zero their gradients (before ``optimizer.step()``); ``after_step``: re-write
-    their values (after every step, inside :func:`after_each_step`)."""
+    their values (called by :func:`train` after every step)."""
 
     def __init__(self, masks: Mapping[str, torch.Tensor], values: Mapping[str, torch.Tensor]) -> None:
         self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
@@ -275,9 +275,7 @@ class INQ(BaselineMethod):
         reg = FrozenWeights(masks, {n: params[n] for n in masks})
         cfg = TrainConfig(arch=arch, epochs=c.epochs_per_step, batch_size=c.batch_size, optimizer="adam", lr=c.lr,
                           weight_decay=c.weight_decay, augment=c.augment, seed=c.seed + step, lr_schedule="cosine")
-        with after_each_step(model, reg):
-            result = train(model, self.data, cfg, regularizer=reg, progress=self.progress)
-        return result.history
+        return train(model, self.data, cfg, regularizer=reg, progress=self.progress).history
 
     def run(self, pretrained: nn.Module, arch: str) -> tuple[BaselineRun, nn.Module]:
         """The whole algorithm on a copy of ``pretrained``; returns (run, decoded model)."""

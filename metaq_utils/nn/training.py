@@ -12,8 +12,10 @@ evaluates test every epoch, and marks every row, checkpoint and result ``selecti
 
 Extension point: a :class:`Regularizer` is called after ``loss.backward()`` and before
 ``optimizer.step()``; it adds its own term to the parameters' ``.grad`` (this is where the METaQ
-entropy term plugs in: ``+ λ(1−α)·β``). It also reports per-epoch metrics and has a state that is
-saved in checkpoints, so an interrupted run resumes bit-for-bit.
+entropy term plugs in: ``+ λ(1−α)·β``). If it has an ``after_step``, that is called after every
+``optimizer.step()`` (where the baselines re-impose their masks and shared values). It also reports
+per-epoch metrics and has a state that is saved in checkpoints, so an interrupted run resumes
+bit-for-bit.
 """
 from __future__ import annotations
 
@@ -97,10 +99,17 @@ class TrainConfig:
 
 
 class Regularizer(Protocol):
-    """What the training loop needs from a gradient regularizer (e.g. the METaQ term)."""
+    """What the training loop needs from a gradient regularizer (e.g. the METaQ term).
+
+    ``after_step(model)`` is optional: when a regularizer has it, :func:`train` calls it after every
+    ``optimizer.step()``, e.g. to re-impose a constraint that the optimizer's update (Adam's moments,
+    weight decay) would otherwise move (pruning masks, frozen or shared weights)."""
 
     def after_backward(self, model: nn.Module) -> None:
         """Add the regularizer's (sub)gradient to ``p.grad`` of the model's parameters."""
+
+    def after_step(self, model: nn.Module) -> None:
+        """Optional: called after every ``optimizer.step()``."""
 
     def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
         """Extra metrics recorded at the end of every epoch (entropy, dual value, ...)."""
@@ -119,6 +128,13 @@ class CompositeRegularizer:
     def after_backward(self, model: nn.Module) -> None:
         for part in self.parts:
             part.after_backward(model)
+
+    def after_step(self, model: nn.Module) -> None:
+        """The parts' ``after_step``, in order, for the parts that have one."""
+        for part in self.parts:
+            hook = getattr(part, "after_step", None)
+            if hook is not None:
+                hook(model)
 
     def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -305,6 +321,7 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
             return TrainResult(history, stopped_by, best["epoch"], selection, split, best_metric)
 
     steps_per_epoch = -(-data.train_x.shape[0] // config.batch_size)
+    after_step = getattr(regularizer, "after_step", None)      # optional (see Regularizer)
     model.train()
     for epoch in range(start_epoch + 1, config.epochs + 1):
         t0 = time.perf_counter()
@@ -323,6 +340,8 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
             if regularizer is not None:
                 regularizer.after_backward(model)          # extension point: adds to p.grad
             optimizer.step()
+            if after_step is not None:
+                after_step(model)                          # extension point: re-imposes a constraint
             total_loss += loss.item() * yb.shape[0]
             seen += yb.shape[0]
         train_seconds = time.perf_counter() - t0
