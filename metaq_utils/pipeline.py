@@ -21,7 +21,7 @@ from torch import nn
 
 from .nn.checkpoints import AFTER_DIR, BEFORE_DIR, REPO_ROOT, Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
 from .nn.data import MNISTTensors
-from .coding.fileformat import MAGIC, CompressedModel, encode_compressed, metaq_group, read_compressed
+from .coding.fileformat import MAGIC, CompressedModel, encode_compressed, metaq_group, read_compressed, round_trip
 from .core.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid
 from .nn.networks import build_model, count_parameters
 from .nn.ptq import SweepPoint, model_vector, quantize_model, select_point, sweep_cq
@@ -100,24 +100,23 @@ def code_with_every_codec(qmodel: nn.Module, arch: str, grid: Grid, data: MNISTT
                           codecs: Sequence[str] = CODEC_NAMES, out_dir: str | Path | None = None,
                           stem: str = "model") -> list[CodecRow]:
     """Write ``qmodel`` (already quantized on ``grid``, i.e. after selection) with every codec,
-    read each file back, check it is bit-exact, and evaluate the decoded network on the test set
-    (``decoded_accuracy``) and, if ``data`` has one, on the validation split (``decoded_val_accuracy``)."""
-    ref = [p.detach().numpy() for p in qmodel.parameters()]
-    n = sum(a.size for a in ref)
+    read each file back, check it is bit-exact (:func:`metaq_utils.coding.fileformat.round_trip`),
+    and evaluate the decoded network on the test set (``decoded_accuracy``) and, if ``data`` has
+    one, on the validation split (``decoded_val_accuracy``)."""
+    tensors = [p.detach() for p in qmodel.parameters()]
+    n = sum(t.numel() for t in tensors)
     rows = []
     for codec in codecs:
-        data_bytes = compress_model(qmodel, arch, grid, codec)
+        rt = round_trip(arch, tensors, metaq_group(grid, codec))
         path = None
         if out_dir is not None:
             path = Path(out_dir) / f"{stem}.{codec}.mtq"
-            atomic_write_bytes(path, data_bytes)
-        cm = read_compressed(data_bytes, expected_arch=arch)
-        exact = all(np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(ref, cm.tensors))
-        decoded = model_from_compressed(cm)
+            atomic_write_bytes(path, rt.data)
+        decoded = model_from_compressed(rt.decoded)
         acc = evaluate(decoded, data.test_x, data.test_y)["accuracy"]
         val_acc = evaluate(decoded, data.val_x, data.val_y)["accuracy"] if getattr(data, "has_validation", False) else None
-        bits = 8 * len(data_bytes)
-        rows.append(CodecRow(codec, bits, bits / n, 32 * n / bits, exact, acc,
+        bits = rt.file_bits
+        rows.append(CodecRow(codec, bits, bits / n, 32 * n / bits, rt.exact, acc,
                              str(path.relative_to(REPO_ROOT)) if path is not None and path.is_relative_to(REPO_ROOT) else (str(path) if path else None),
                              val_acc))
     return rows

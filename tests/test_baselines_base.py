@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from metaq_utils.baselines.base import (BaselineRun, bias_group_spec, check_decoded, prunable, read_results)
+from metaq_utils.baselines.base import (BaselineRun, bias_group_spec, prunable, read_results)
 from metaq_utils.baselines.deep_compression import DeepCompressionResult, read_runs
 from metaq_utils.baselines.inq import read_baseline_runs
-from metaq_utils.coding.fileformat import encode_compressed, metaq_group, mismatched_tensors, read_compressed
+from metaq_utils.coding.fileformat import encode_compressed, metaq_group, mismatched_tensors, read_compressed, round_trip
 from metaq_utils.core.grid import Grid
 from metaq_utils.nn.networks import build_model
 
@@ -60,15 +60,22 @@ def test_round_trip_check_names_the_first_differing_parameter():
     torch.manual_seed(0)
     m = build_model("lenet5")
     grid = Grid(-0.125, 1.0, 64)
+    names = [n for n, _ in m.named_parameters()]
+    rt = round_trip("lenet5", [p.detach() for p in m.parameters()], metaq_group(grid))
     blob = encode_compressed("lenet5", [p.detach() for p in m.parameters()], metaq_group(grid))
     cm = read_compressed(blob)
+    assert rt.data == blob and rt.file_bits == cm.file_bits and rt.decoded.arch == "lenet5"
     assert mismatched_tensors(list(m.parameters()), cm) == list(range(10))  # m is not on the grid
+    assert rt.mismatched == tuple(range(10)) and not rt.exact
     with pytest.raises(AssertionError, match="conv1.weight: the decoded tensor differs"):
-        check_decoded(m, cm)
+        rt.check(names)
+    with pytest.raises(AssertionError, match="tensor 0: the decoded tensor differs"):
+        rt.check()
     with torch.no_grad():
         for p, t in zip(m.parameters(), cm.tensors):
             p.copy_(torch.from_numpy(t))
-    check_decoded(m, cm)                                   # exact now
+    exact = round_trip("lenet5", [p.detach() for p in m.parameters()], metaq_group(grid))
+    assert exact.exact and exact.check(names) is exact                       # exact now
     assert mismatched_tensors(cm.tensors[:3], cm) == list(range(3, 10))  # a count mismatch is a mismatch
 
 

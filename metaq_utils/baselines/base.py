@@ -1,6 +1,7 @@
 """What every baseline shares: its config type, its runner type, its one result type (and so one
-shape of the ``result.json`` entries the notebooks read), the encode → decode → bit-exact check →
-evaluate step and the bias group. A constraint that must hold after every optimizer step (masks,
+shape of the ``result.json`` entries the notebooks read), the test evaluation of the decoded
+network and the bias group. The encode → decode → bit-exact check is
+:func:`metaq_utils.coding.fileformat.round_trip`, as for the pipeline. A constraint that must hold after every optimizer step (masks,
 frozen or shared weights) is a regularizer's ``after_step``, which :func:`metaq_utils.nn.training.train`
 calls.
 
@@ -19,12 +20,12 @@ import numpy as np
 from torch import nn
 
 from ..nn.data import MNISTTensors
-from ..coding.fileformat import CompressedModel, GroupSpec, mismatched_tensors
+from ..coding.fileformat import GroupSpec
 from ..store.paths import resolve
 from ..nn.training import evaluate
 
 __all__ = ["BaselineConfig", "BaselineMethod", "BaselineRun", "prunable", "weight_arrays",
-           "bias_group_spec", "check_decoded", "read_results", "stage_accuracy"]
+           "bias_group_spec", "read_results", "stage_accuracy"]
 
 
 class BaselineConfig:
@@ -131,16 +132,6 @@ def bias_group_spec(model: nn.Module, biases: str, codec: str) -> GroupSpec | No
     if biases == "float32":
         return GroupSpec(tensors=idx, mode="float32")
     raise ValueError(f"biases must be 'kmeans' or 'float32', got {biases!r}")
-
-
-def check_decoded(model: nn.Module, cm: CompressedModel) -> None:
-    """AssertionError naming the first parameter of ``model`` that the decoded file ``cm`` does not
-    give back bit for bit (:func:`metaq_utils.coding.fileformat.mismatched_tensors`)."""
-    bad = mismatched_tensors(list(model.parameters()), cm)
-    if bad:
-        names = [n for n, _ in model.named_parameters()]
-        name = names[bad[0]] if bad[0] < len(names) else f"tensor {bad[0]}"
-        raise AssertionError(f"{name}: the decoded tensor differs from the encoded one")
 
 
 def read_results(directories: Sequence[str | Path]) -> list[dict[str, Any]]:

@@ -57,11 +57,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..coding.fileformat import GroupSpec, encode_compressed, read_compressed
+from ..coding.fileformat import GroupSpec, encode_compressed, round_trip
 from ..nn.networks import count_parameters, model_from_compressed
 from ..store.paths import RUNS_DIR, resolve
 from ..nn.training import TrainConfig, train
-from .base import (BaselineConfig, BaselineMethod, BaselineRun, bias_group_spec, check_decoded,
+from .base import (BaselineConfig, BaselineMethod, BaselineRun, bias_group_spec,
                    prunable, read_results, stage_accuracy, weight_arrays)
 
 __all__ = ["DeepCompressionConfig", "DeepCompression", "DeepCompressionResult", "FixedMasks", "SharedGroup",
@@ -485,14 +485,13 @@ class DeepCompression(BaselineMethod):
         epochs = self.fine_tune(model, arch, groups)
         acc_model = self._accuracy(model)
         history.append({"stage": "fine_tune", "val_accuracy": acc_model, "density": _density(model), "epochs": epochs})
-        data = self.encode(model, arch)
-        cm = read_compressed(data, expected_arch=arch)
-        check_decoded(model, cm)
+        names = [n for n, _ in model.named_parameters()]
+        rt = round_trip(arch, [p.detach() for p in model.parameters()], self.group_specs(model)).check(names)
+        data, cm = rt.data, rt.decoded         # the file of :meth:`encode`, read back bit-exact
         decoded = model_from_compressed(cm)
         val = self._accuracy(decoded)
         acc = self._test_accuracy(decoded)          # the test set, once, on the decoded network
         history.append({"stage": "encode", "val_accuracy": val, "test_accuracy": acc, "file_bits": cm.file_bits})
-        names = [n for n, _ in model.named_parameters()]
         kept = {n: int((p != 0).sum()) for n, p in prunable(model).items()}
         layers = []
         for g in cm.groups:

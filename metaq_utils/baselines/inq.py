@@ -44,10 +44,10 @@ import torch
 from torch import nn
 
 from ..nn.data import MNISTTensors
-from ..coding.fileformat import GroupSpec, encode_compressed, read_compressed
+from ..coding.fileformat import GroupSpec, encode_compressed, round_trip
 from ..nn.networks import count_parameters, model_from_compressed
 from ..nn.training import TrainConfig, evaluate, train
-from .base import (BaselineConfig, BaselineMethod, BaselineRun, bias_group_spec, check_decoded,
+from .base import (BaselineConfig, BaselineMethod, BaselineRun, bias_group_spec,
                    prunable, read_results, stage_accuracy, weight_arrays)
 from .deep_compression import kmeans_1d
 
@@ -197,10 +197,9 @@ def encode_and_decode(model: nn.Module, arch: str, tables: Mapping[str, np.ndarr
     ``{"val_accuracy", "test_accuracy"}`` or None without data; ``val_accuracy`` is None when the
     data has no validation split)."""
     specs = layer_group_specs(model, tables, codec=codec, biases=biases, arch=arch)
-    blob = encode_compressed(arch, [p.detach() for p in model.parameters()], specs)
-    cm = read_compressed(blob, expected_arch=arch)
-    check_decoded(model, cm)
     names = [n for n, _ in model.named_parameters()]
+    rt = round_trip(arch, [p.detach() for p in model.parameters()], specs).check(names)
+    blob, cm = rt.data, rt.decoded
     decoded = model_from_compressed(cm)
     layers = [{"tensors": [names[i] for i in g.tensors], "mode": g.mode,
                "values": None if g.codebook is None else int(np.asarray(g.codebook).size),

@@ -91,6 +91,8 @@ __all__ = [
     "read_compressed",
     "expected_tensors",
     "mismatched_tensors",
+    "RoundTrip",
+    "round_trip",
 ]
 
 MAGIC = b"MTQ"
@@ -461,6 +463,45 @@ def mismatched_tensors(tensors: Sequence, decoded: "CompressedModel | Sequence[n
     bad = [i for i, (a, b) in enumerate(zip(want, got)) if a.shape != np.shape(b)
            or not np.array_equal(a.view(np.uint32), np.asarray(b, np.float32).view(np.uint32))]
     return bad + list(range(min(len(want), len(got)), max(len(want), len(got))))
+
+
+@dataclass(frozen=True, eq=False)
+class RoundTrip:
+    """A file written and read back: its bytes, the decoded model, and the indices of the tensors
+    given that it does not give back bit for bit (:func:`mismatched_tensors`; empty: exact)."""
+
+    data: bytes
+    decoded: CompressedModel
+    mismatched: tuple[int, ...]
+
+    @property
+    def exact(self) -> bool:
+        return not self.mismatched
+
+    @property
+    def file_bits(self) -> int:
+        return 8 * len(self.data)
+
+    def check(self, names: Sequence[str] | None = None) -> "RoundTrip":
+        """``self`` if the file is exact, else AssertionError naming the first tensor that differs
+        (by ``names``, the parameters' names in order, when given)."""
+        if self.mismatched:
+            i = self.mismatched[0]
+            name = names[i] if names is not None and i < len(names) else f"tensor {i}"
+            raise AssertionError(f"{name}: the decoded tensor differs from the encoded one")
+        return self
+
+
+def round_trip(arch: str, tensors: Sequence, groups: GroupSpec | Sequence[GroupSpec], *,
+               preprocessing: Preprocessing | str | None = "arch") -> RoundTrip:
+    """Encode (:func:`encode_compressed`), read the bytes back (:func:`read_compressed`, the
+    architecture checked) and compare every decoded tensor with the one written, bit for bit: the
+    one round-trip check of the pipeline and the baselines. The caller reads :attr:`RoundTrip.exact`
+    (a table column) or calls :meth:`RoundTrip.check` (raise on a difference)."""
+    tensors = list(tensors)
+    data = encode_compressed(arch, tensors, groups, preprocessing=preprocessing)
+    decoded = read_compressed(data, expected_arch=arch)
+    return RoundTrip(data, decoded, tuple(mismatched_tensors(tensors, decoded)))
 
 
 def write_compressed(path, arch: str, tensors: Sequence, groups: GroupSpec | Sequence[GroupSpec], *,
