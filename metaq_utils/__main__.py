@@ -165,13 +165,12 @@ def _cmd_pipeline(args) -> int:
 
 
 def _cmd_quantize(args) -> int:
-    from .nn.checkpoints import AFTER_DIR, load_checkpoint, save_checkpoint
+    from .nn.checkpoints import AFTER_DIR, load_checkpoint
     from .nn.data import load_mnist
-    from .pipeline import default_cq_values
-    from .nn.ptq import check_clean_validation, quantize_model, select_point, sweep_cq
-    from .quant.quant_range import posttraining_range
-    from .quant.quantization import entropy_bits
+    from .nn.ptq import check_clean_validation, select_point, sweep_cq
     from .nn.training import evaluate
+    from .pipeline import QuantizedModel, default_cq_values
+    from .quant.quant_range import posttraining_range
     ck = load_checkpoint(args.checkpoint)
     rng = posttraining_range(ck, w0=args.w0, r=args.r)
     print(rng.describe())
@@ -186,29 +185,28 @@ def _cmd_quantize(args) -> int:
         cq = select_point(pts, unq, args.tolerance, select_on=args.select_on).C_Q
     else:
         cq = args.cq
-    grid = rng.grid(cq)
-    q, idx = quantize_model(model, grid)
-    acc = evaluate(q, data.test_x, data.test_y)["accuracy"]       # the test set, once, after selection
-    val_acc = evaluate(q, data.val_x, data.val_y)["accuracy"] if data.has_validation else None
+    q = QuantizedModel.of(model, ck.arch, rng.grid(cq))
+    acc = evaluate(q.model, data.test_x, data.test_y)["accuracy"]       # the test set, once, after selection
+    val_acc = evaluate(q.model, data.val_x, data.val_y)["accuracy"] if data.has_validation else None
     # marked "test" if the checkpoint (legacy: no mark) or this C_Q selection used the test set
     cq_selection = args.select_on if args.cq is None else "given"
     selection = "test" if "test" in (ck.config.get("selection", "test"), cq_selection) else "validation"
     out = Path(args.out) if args.out else AFTER_DIR / f"{Path(args.checkpoint).stem}_CQ{cq}.pt"
-    save_checkpoint(out, q, ck.arch, config={**ck.config, "selection": selection, "quantized_from": str(args.checkpoint),
-                                             "quantization_range": rng.source},
-                    metrics={"accuracy": acc, "test_accuracy": acc, "val_accuracy": val_acc, "selection": selection,
-                             "cq_selection": cq_selection, "entropy_bits": entropy_bits(idx), "C_Q": cq},
-                    grid=grid.to_dict())
+    q.save(out, config={**ck.config, "selection": selection, "quantized_from": str(args.checkpoint),
+                        "quantization_range": rng.source},
+           metrics={"accuracy": acc, "test_accuracy": acc, "val_accuracy": val_acc, "selection": selection,
+                    "cq_selection": cq_selection})
     val_txt = f"validation accuracy {100 * val_acc:.2f} %, " if val_acc is not None else ""
     print(f"C_Q = {cq} ({cq_selection if args.cq is not None else 'selected on ' + args.select_on}): {val_txt}"
-          f"test accuracy {100 * acc:.2f} %, entropy {entropy_bits(idx):,.0f} bits [selection: {selection}] → {out}")
+          f"test accuracy {100 * acc:.2f} %, entropy {q.entropy_bits:,.0f} bits [selection: {selection}] → {out}")
     return 0
 
 
 def _cmd_compress(args) -> int:
-    from .nn.checkpoints import atomic_write_bytes, load_checkpoint
+    from .nn.checkpoints import load_checkpoint
     from .pipeline import compress_model
     from .quant.quant_range import posttraining_range
+    from .store.atomic import atomic_write_bytes
     ck = load_checkpoint(args.checkpoint)
     cq = args.cq or (ck.grid or {}).get("C")
     if cq is None:
@@ -227,9 +225,9 @@ def _cmd_decompress(args) -> int:
     import io
 
     import torch
-    from .nn.checkpoints import atomic_write_bytes
     from .coding.fileformat import read_compressed
-    from .pipeline import model_from_compressed
+    from .nn.networks import model_from_compressed
+    from .store.atomic import atomic_write_bytes
     cm = read_compressed(args.file)
     model = model_from_compressed(cm)
     buf = io.BytesIO()

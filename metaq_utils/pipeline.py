@@ -9,28 +9,30 @@ accuracy side by side. ``select_on="test"`` (explicit) selects on test and marks
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
-from .nn.checkpoints import AFTER_DIR, BEFORE_DIR, REPO_ROOT, Checkpoint, atomic_write_bytes, load_checkpoint, save_checkpoint
-from .nn.data import MNISTTensors
-from .coding.fileformat import MAGIC, CompressedModel, encode_compressed, metaq_group, read_compressed, round_trip
+from .coding.fileformat import MAGIC, encode_compressed, metaq_group, read_compressed, round_trip
 from .core.grid import THESIS_GRID_R, THESIS_GRID_W0, Grid
-from .nn.networks import build_model, count_parameters
-from .nn.ptq import SweepPoint, model_vector, quantize_model, select_point, sweep_cq
-from .quant.quantization import entropy_bits
+from .nn.checkpoints import AFTER_DIR, BEFORE_DIR, load_checkpoint, save_checkpoint
+from .nn.data import MNISTTensors
+from .nn.networks import count_parameters, model_from_compressed
+from .nn.ptq import SweepPoint, quantize_model, select_point, sweep_cq
 from .nn.regularizer import METaQConfig, METaQRegularizer
 from .nn.training import StopRule, TrainConfig, TrainResult, check_selection, evaluate, make_model, train
+from .quant.quant_range import posttraining_range
+from .quant.quantization import entropy_bits
+from .store.atomic import atomic_write_bytes
+from .store.paths import REPO_ROOT
 
 __all__ = ["CODEC_NAMES", "THESIS_TRAIN_CONFIG", "default_cq_values", "compress_model", "model_from_compressed",
-           "load_any", "CodecRow", "code_with_every_codec", "PipelineResult", "run_pipeline", "format_table"]
+           "load_any", "CodecRow", "code_with_every_codec", "QuantizedModel", "PipelineOptions", "PipelineResult",
+           "run_pipeline", "format_table"]
 
 CODEC_NAMES = ("huffman", "range", "gzip9", "zstd22", "raw")
 
@@ -56,20 +58,6 @@ def default_cq_values(max_cq: int = 1024) -> list[int]:
 def compress_model(model: nn.Module, arch: str, grid: Grid, codec: str = "range") -> bytes:
     """The compressed file (bytes) of ``model``'s parameters quantized on ``grid``."""
     return encode_compressed(arch, [p.detach() for p in model.parameters()], metaq_group(grid, codec))
-
-
-def model_from_compressed(cm: CompressedModel) -> nn.Module:
-    """Rebuild the architecture and load the decoded tensors (in parameter order)."""
-    model = build_model(cm.arch)
-    params = list(model.parameters())
-    if len(params) != len(cm.tensors):
-        raise ValueError(f"{cm.arch} has {len(params)} parameters, the file {len(cm.tensors)}")
-    with torch.no_grad():
-        for p, t in zip(params, cm.tensors):
-            if tuple(p.shape) != tuple(t.shape):
-                raise ValueError(f"shape mismatch: {tuple(p.shape)} vs {tuple(t.shape)} in the file")
-            p.copy_(torch.from_numpy(np.asarray(t, dtype=np.float32)))
-    return model
 
 
 def load_any(path: str | Path) -> tuple[nn.Module, str, int, int]:
@@ -123,6 +111,63 @@ def code_with_every_codec(qmodel: nn.Module, arch: str, grid: Grid, data: MNISTT
 
 
 @dataclass
+class QuantizedModel:
+    """A network quantized on one grid, and the two things done with it after selection: saved as a
+    checkpoint with its grid (:meth:`save`), written with every codec and read back (:meth:`code`).
+    The one "quantize → save → code" of the pipeline, the ``quantize`` command and the
+    LoadAndCompression notebook."""
+    model: nn.Module          # the quantized copy: every parameter a bucket centre (float32)
+    arch: str
+    grid: Grid
+    indices: np.ndarray       # the bucket of every weight: the symbols the codecs code
+
+    @classmethod
+    def of(cls, model: nn.Module, arch: str, grid: Grid) -> "QuantizedModel":
+        """Quantize a copy of ``model`` on ``grid`` (:func:`metaq_utils.nn.ptq.quantize_model`)."""
+        qmodel, indices = quantize_model(model, grid)
+        return cls(qmodel, arch, grid, indices)
+
+    @property
+    def entropy_bits(self) -> float:
+        """Zero-order entropy of the quantized parameters, in bits (n·H)."""
+        return entropy_bits(self.indices)
+
+    def save(self, path: str | Path, *, config: dict[str, Any], metrics: dict[str, Any]) -> Path:
+        """A verified checkpoint of the quantized network with its grid; ``metrics`` gain
+        ``entropy_bits`` and ``C_Q``."""
+        return save_checkpoint(path, self.model, self.arch, config=config, grid=self.grid,
+                               metrics={**metrics, "entropy_bits": self.entropy_bits, "C_Q": self.grid.C})
+
+    def code(self, data: MNISTTensors, *, codecs: Sequence[str] = CODEC_NAMES, out_dir: str | Path | None = None,
+             stem: str = "model") -> list[CodecRow]:
+        """:func:`code_with_every_codec` of the quantized network."""
+        return code_with_every_codec(self.model, self.arch, self.grid, data, codecs=codecs, out_dir=out_dir,
+                                     stem=stem)
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How :func:`run_pipeline` runs, beyond the data and the two configurations. Every field is
+    also a keyword of :func:`run_pipeline` (``run_pipeline(data, cfg, metaq, tolerance=0.01)``)."""
+    # where the models go: NAME.pt in before_dir, NAME_CQ<C_Q>.pt and its files in after_dir
+    name: str = "metaq_lenet5"
+    before_dir: str | Path = BEFORE_DIR
+    after_dir: str | Path = AFTER_DIR
+    # training
+    stop_rules: Sequence[StopRule] = ()
+    checkpoint_path: str | Path | None = None   # last-epoch state, for resume
+    resume: bool = False
+    use_best: bool = True           # quantize the best epoch (by the selection split), else the final one
+    progress: bool = True
+    # selection (PROTOCOL.md): best epoch and C_Q on validation unless select_on="test" (marked)
+    select_on: str = "validation"
+    cq_values: Sequence[int] | None = None      # None: default_cq_values()
+    tolerance: float = 0.001        # accuracy drop allowed by the C_Q selection
+    # coding
+    codecs: Sequence[str] = CODEC_NAMES
+
+
+@dataclass
 class PipelineResult:
     """The pipeline's results. ``selection`` is where the best epoch and C_Q were selected
     (``"validation"``, or ``"test"`` under the explicit option); ``selection_rule`` says how C_Q
@@ -166,16 +211,17 @@ class PipelineResult:
                 "selection_rule": self.selection_rule, "tolerance": self.tolerance}
 
 
-def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConfig | None, *,
-                 name: str = "metaq_lenet5", cq_values: Sequence[int] | None = None, tolerance: float = 0.001,
-                 stop_rules: Sequence[StopRule] = (), before_dir: str | Path = BEFORE_DIR,
-                 after_dir: str | Path = AFTER_DIR, codecs: Sequence[str] = CODEC_NAMES,
-                 progress: bool = True, checkpoint_path: str | Path | None = None, resume: bool = False,
-                 model: nn.Module | None = None, use_best: bool = True,
-                 select_on: str = "validation") -> PipelineResult:
+def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConfig | None,
+                 options: PipelineOptions | None = None, *, model: nn.Module | None = None,
+                 **overrides: Any) -> PipelineResult:
     """Train (unless ``model`` is given and ``train_config.epochs == 0``), sweep C_Q on the
-    METaQ range, select by :func:`select_point` (lowest entropy within ``tolerance`` of the
-    unquantized accuracy), code with every codec, decode and re-evaluate.
+    post-training range (:func:`metaq_utils.quant.quant_range.posttraining_range`: the METaQ
+    grid's, the thesis range for plain training), select by :func:`select_point` (lowest entropy
+    within ``tolerance`` of the unquantized accuracy), code with every codec, decode and re-evaluate.
+
+    ``options`` (:class:`PipelineOptions`), and any of its fields given as keywords
+    (``name=``, ``tolerance=``, ...; they override ``options``'), say where the models go and how
+    training, selection and coding run.
 
     Selection (best epoch, C_Q) is made on ``data``'s validation split; then the test set is
     evaluated once for the selected unquantized model, the selected quantized model and each
@@ -184,7 +230,10 @@ def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConf
 
     ``use_best``: quantize the best epoch (by validation accuracy; the checkpoint in
     ``before_dir``) or, if False, the final epoch."""
-    select_on = check_selection(select_on)
+    opts = replace(options or PipelineOptions(), **overrides)
+    name, before_dir, after_dir, codecs = opts.name, opts.before_dir, opts.after_dir, opts.codecs
+    progress, tolerance, use_best = opts.progress, opts.tolerance, opts.use_best
+    select_on = check_selection(opts.select_on)
     has_val = bool(getattr(data, "has_validation", False))
     if select_on == "validation" and not has_val:
         raise ValueError("run_pipeline: data has no validation split (load_mnist(val_size=0)?); "
@@ -192,7 +241,7 @@ def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConf
     split = dict(getattr(data, "split", None) or {"val_size": 0, "val_seed": None, "val_indices_sha256": None})
     seconds = {}
     t0 = time.perf_counter()
-    grid_cfg = metaq or METaQConfig()
+    rng = posttraining_range(metaq)     # the training grid's range; the thesis range (and it says so) for plain training
     before_path = Path(before_dir) / f"{name}.pt"
     history: list[dict[str, Any]] = []
     best_epoch = None
@@ -200,9 +249,9 @@ def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConf
         model = make_model(train_config)
     if train_config.epochs > 0:
         reg = METaQRegularizer(model, metaq) if metaq is not None else None
-        result: TrainResult = train(model, data, train_config, regularizer=reg, stop_rules=stop_rules,
-                                    best_path=before_path, checkpoint_path=checkpoint_path, resume=resume,
-                                    progress=progress, select_on=select_on)
+        result: TrainResult = train(model, data, train_config, regularizer=reg, stop_rules=opts.stop_rules,
+                                    best_path=before_path, checkpoint_path=opts.checkpoint_path,
+                                    resume=opts.resume, progress=progress, select_on=select_on)
         history = result.history
         best_epoch = result.best_epoch if use_best else (history[-1]["epoch"] if history else None)
         if use_best:   # the best epoch's weights (the checkpoint in BestModelsBeforeQuantization)
@@ -211,8 +260,8 @@ def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConf
     sel_x, sel_y = (data.val_x, data.val_y) if select_on == "validation" else (data.test_x, data.test_y)
     unq_sel = evaluate(model, sel_x, sel_y)["accuracy"]
     t1 = time.perf_counter()
-    sweep = sweep_cq(model, sel_x, sel_y, cq_values or default_cq_values(), evaluated_on=select_on,
-                     w0=grid_cfg.w0, r=grid_cfg.r, progress=progress, arch=train_config.arch)
+    sweep = sweep_cq(model, sel_x, sel_y, opts.cq_values or default_cq_values(), evaluated_on=select_on,
+                     w0=rng.w0, r=rng.r, progress=progress, arch=train_config.arch)
     seconds["sweep"] = time.perf_counter() - t1
     try:
         selected = select_point(sweep, unq_sel, tolerance, select_on=select_on)
@@ -220,8 +269,8 @@ def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConf
     except ValueError:      # no C_Q is within the tolerance: keep the most accurate one, and say so
         selected = max(sweep, key=lambda p: (p.accuracy, -p.entropy_bits))
         rule = f"most accurate C_Q on {select_on} (no C_Q within the tolerance of the unquantized accuracy)"
-    grid = Grid(grid_cfg.w0, grid_cfg.r, selected.C_Q)
-    qmodel, idx = quantize_model(model, grid)
+    quantized = QuantizedModel.of(model, train_config.arch, rng.grid(selected.C_Q))
+    qmodel = quantized.model
     # after selection: validation and test accuracy of the selected models (test: once per model)
     unq_val = (unq_sel if select_on == "validation" else evaluate(model, data.val_x, data.val_y)["accuracy"]) \
         if has_val else None
@@ -230,17 +279,16 @@ def run_pipeline(data: MNISTTensors, train_config: TrainConfig, metaq: METaQConf
         if has_val else None
     q_test = selected.accuracy if select_on == "test" else evaluate(qmodel, data.test_x, data.test_y)["accuracy"]
     after_path = Path(after_dir) / f"{name}_CQ{selected.C_Q}.pt"
-    save_checkpoint(after_path, qmodel, train_config.arch,
-                    config={"train": train_config.to_dict(), "metaq": grid_cfg.to_dict(), "split": split,
-                            "selection": select_on, "selection_rule": {"rule": rule, "tolerance": tolerance}},
-                    metrics={"accuracy": q_test, "val_accuracy": q_val, "test_accuracy": q_test,
-                             "selection": select_on, "entropy_bits": entropy_bits(idx), "C_Q": selected.C_Q,
-                             "unquantized_val_accuracy": unq_val, "unquantized_test_accuracy": unq_test,
-                             "unquantized_accuracy": unq_test, "best_epoch": best_epoch},
-                    grid={"w0": grid.w0, "r": grid.r, "C": grid.C})
+    quantized.save(after_path,
+                   config={"train": train_config.to_dict(), "metaq": metaq.to_dict() if metaq is not None else None,
+                           "quantization_range": rng.source, "split": split, "selection": select_on,
+                           "selection_rule": {"rule": rule, "tolerance": tolerance}},
+                   metrics={"accuracy": q_test, "val_accuracy": q_val, "test_accuracy": q_test,
+                            "selection": select_on, "unquantized_val_accuracy": unq_val,
+                            "unquantized_test_accuracy": unq_test, "unquantized_accuracy": unq_test,
+                            "best_epoch": best_epoch})
     t2 = time.perf_counter()
-    rows = code_with_every_codec(qmodel, train_config.arch, grid, data, codecs=codecs, out_dir=after_dir,
-                                 stem=f"{name}_CQ{selected.C_Q}")
+    rows = quantized.code(data, codecs=codecs, out_dir=after_dir, stem=f"{name}_CQ{selected.C_Q}")
     seconds["coding"] = time.perf_counter() - t2
     return PipelineResult(history, unq_val, unq_test, sweep, selected, rows, count_parameters(model),
                           str(before_path), str(after_path), seconds, rule, select_on, q_val, q_test, split,

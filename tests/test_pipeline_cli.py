@@ -10,7 +10,8 @@ from metaq_utils.nn.checkpoints import load_checkpoint, save_checkpoint
 from metaq_utils.coding.fileformat import CompressedFileError, read_compressed
 from metaq_utils.core.grid import Grid
 from metaq_utils.nn.networks import build_model
-from metaq_utils.pipeline import compress_model, format_table, load_any, model_from_compressed, run_pipeline
+from metaq_utils.pipeline import (PipelineOptions, QuantizedModel, compress_model, format_table, load_any,
+                                  model_from_compressed, run_pipeline)
 from metaq_utils.nn.ptq import check_clean_validation, model_vector, quantize_model, select_point, sweep_cq, SweepPoint
 from metaq_utils.nn.regularizer import METaQConfig
 from metaq_utils.nn.training import TrainConfig, evaluate
@@ -94,6 +95,41 @@ def test_pipeline_without_validation_split_needs_explicit_test(small_mnist, tmp_
     with pytest.raises(ValueError, match="no validation split"):
         run_pipeline(data, TrainConfig(epochs=1), METaQConfig(), before_dir=tmp_path, after_dir=tmp_path, progress=False)
 
+
+def test_pipeline_options_and_keywords_and_the_plain_range(small_mnist, tmp_path):
+    """run_pipeline's options come as a PipelineOptions or as keywords (which override it); a plain
+    model (no METaQ grid) is quantized on the thesis range, and the checkpoint says so."""
+    from metaq_utils.core.grid import thesis_grid
+    torch.manual_seed(0)
+    m = build_model("lenet5")
+    opts = PipelineOptions(name="p", cq_values=[4, 8], tolerance=0.5, codecs=("range",), progress=False,
+                           before_dir=tmp_path, after_dir=tmp_path / "o")
+    a = run_pipeline(small_mnist, TrainConfig(epochs=0), None, opts, model=m)
+    b = run_pipeline(small_mnist, TrainConfig(epochs=0), None, model=m, name="p", cq_values=[4, 8], tolerance=0.5,
+                     codecs=("range",), progress=False, before_dir=tmp_path, after_dir=tmp_path / "k")
+    c = run_pipeline(small_mnist, TrainConfig(epochs=0), None, opts, model=m, after_dir=tmp_path / "x")
+    assert a.sweep == b.sweep == c.sweep and a.after_path.startswith(str(tmp_path / "o"))
+    assert c.after_path.startswith(str(tmp_path / "x"))                      # a keyword overrides the options
+    q = load_checkpoint(a.after_path)
+    assert q.grid == thesis_grid(a.selected.C_Q).to_dict()
+    assert q.config["metaq"] is None and "thesis range" in q.config["quantization_range"]
+    assert q.metrics["C_Q"] == a.selected.C_Q and q.metrics["entropy_bits"] == a.selected.entropy_bits
+    with pytest.raises(TypeError):
+        run_pipeline(small_mnist, TrainConfig(epochs=0), None, opts, model=m, tolerence=0.1)
+
+
+def test_quantized_model_quantizes_saves_and_codes(small_mnist, tmp_path):
+    torch.manual_seed(0)
+    m = build_model("lenet5")
+    grid = Grid(0.0, 0.5, 9)
+    q = QuantizedModel.of(m, "lenet5", grid)
+    ref, idx = quantize_model(m, grid)
+    assert np.array_equal(model_vector(q.model), model_vector(ref)) and np.array_equal(q.indices, idx)
+    ck = load_checkpoint(q.save(tmp_path / "q.pt", config={"x": 1}, metrics={"accuracy": 0.5}))
+    assert ck.grid == grid.to_dict() and ck.metrics == {"accuracy": 0.5, "entropy_bits": q.entropy_bits, "C_Q": 9}
+    (row,) = q.code(small_mnist, codecs=("range",), out_dir=tmp_path, stem="q")
+    assert row.decoded_exact and (tmp_path / "q.range.mtq").stat().st_size * 8 == row.file_bits
+    assert (tmp_path / "q.range.mtq").read_bytes() == compress_model(m, "lenet5", grid, "range")
 
 def test_sweep_point_accuracy_is_that_of_the_quantized_model(small_mnist):
     torch.manual_seed(0)
