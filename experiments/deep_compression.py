@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 
 from metaq_utils.baselines.deep_compression import DeepCompression, DeepCompressionConfig, masks_from_zeros
-from metaq_utils.nn.checkpoints import REPO_ROOT, CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
-from metaq_utils.nn.data import load_mnist
 from metaq_utils.coding.fileformat import encode_compressed
 from metaq_utils.frontier import append_points
+from metaq_utils.nn.checkpoints import REPO_ROOT, CheckpointError, atomic_write_bytes, load_checkpoint, save_checkpoint
+from metaq_utils.nn.data import load_mnist
 from metaq_utils.nn.training import TrainConfig, evaluate, make_model, train
 
 METHOD = "deep-compression"

@@ -23,9 +23,9 @@ import torch
 from metaq_utils.baselines.ana import ANA, ANAConfig
 from metaq_utils.baselines.inq import INQ, INQConfig
 from metaq_utils.baselines.lc_mix import MIXES, LCConfig, LCMix
+from metaq_utils.frontier import append_points
 from metaq_utils.nn.checkpoints import REPO_ROOT, atomic_write_bytes, load_checkpoint
 from metaq_utils.nn.data import load_mnist
-from metaq_utils.frontier import append_points
 
 PRETRAINED = "runs/ours/plain_pretrain.pt"
 ARCH = "lenet5"

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metaq_utils.core.grid import Grid
 from metaq_utils.nn.checkpoints import load_checkpoint, save_checkpoint
 from metaq_utils.nn.data import load_mnist
-from metaq_utils.core.grid import Grid
-from metaq_utils.pipeline import code_with_every_codec
 from metaq_utils.nn.ptq import check_clean_validation, model_vector, quantize_model, sweep_cq
 from metaq_utils.nn.regularizer import METaQConfig, METaQRegularizer
 from metaq_utils.nn.training import TrainConfig, evaluate, train
+from metaq_utils.pipeline import code_with_every_codec
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -28,9 +28,9 @@ import torch
 
 from metaq_utils.nn.checkpoints import load_checkpoint
 from metaq_utils.nn.data import load_mnist
-from metaq_utils.pipeline import THESIS_TRAIN_CONFIG
 from metaq_utils.nn.regularizer import METaQConfig, METaQRegularizer
 from metaq_utils.nn.training import evaluate, make_model, train
+from metaq_utils.pipeline import THESIS_TRAIN_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)

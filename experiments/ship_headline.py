@@ -15,8 +15,8 @@ from pathlib import Path
 from metaq_utils.ablation import run_selection
 from metaq_utils.nn.checkpoints import AFTER_DIR, BEFORE_DIR, load_checkpoint
 from metaq_utils.nn.data import load_mnist
-from metaq_utils.pipeline import load_any
 from metaq_utils.nn.training import evaluate
+from metaq_utils.pipeline import load_any
 
 REPO = Path(__file__).resolve().parent.parent
 

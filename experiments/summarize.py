@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from metaq_utils.ablation import METHOD_NAMES, frontier_rows, load_runs, run_selection, summarize_run, variant_table
-from metaq_utils.nn.checkpoints import load_checkpoint
 from metaq_utils.core.dual import solve_dual
-from metaq_utils.frontier import append_points
 from metaq_utils.core.grid import thesis_grid
+from metaq_utils.frontier import append_points
+from metaq_utils.nn.checkpoints import load_checkpoint
 from metaq_utils.nn.ptq import model_vector
 
 REPO = Path(__file__).resolve().parent.parent

@@ -28,12 +28,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from metaq_utils.core.grid import Grid  # noqa: E402
 from metaq_utils.nn.checkpoints import load_checkpoint  # noqa: E402
 from metaq_utils.nn.data import load_mnist  # noqa: E402
-from metaq_utils.core.grid import Grid  # noqa: E402
-from metaq_utils.pipeline import code_with_every_codec, default_cq_values  # noqa: E402
 from metaq_utils.nn.ptq import model_vector, quantize_model, select_point, sweep_cq  # noqa: E402
 from metaq_utils.nn.training import evaluate  # noqa: E402
+from metaq_utils.pipeline import code_with_every_codec, default_cq_values  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"

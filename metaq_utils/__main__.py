@@ -240,8 +240,8 @@ def _cmd_decompress(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from .nn.data import load_mnist
-    from .pipeline import load_any
     from .nn.training import evaluate
+    from .pipeline import load_any
     model, arch, file_bits, n = load_any(args.path)
     data = load_mnist(args.root, verbose=False)
     acc = evaluate(model, data.test_x, data.test_y)["accuracy"]

@@ -40,8 +40,8 @@ def find_lenet5_checkpoint(folders: Sequence[str | Path]) -> tuple[Path, np.ndar
     """The first loadable LeNet-5 checkpoint under ``folders`` (searched in order, files sorted):
     (path, flat float64 weights in ``model.parameters()`` order, its grid dict or {}), or None.
     :func:`metaq_utils.nn.checkpoints.find_checkpoint` does the search (PyTorch imported here only)."""
-    from metaq_utils.nn.checkpoints import find_checkpoint
     from metaq_utils.core.params import flatten
+    from metaq_utils.nn.checkpoints import find_checkpoint
 
     ckpt = find_checkpoint(folders, expected_arch="lenet5")
     if ckpt is None:

@@ -16,13 +16,13 @@ from scipy.spatial import ConvexHull
 from metaq_utils import analysis as A
 from metaq_utils.core import dual
 from metaq_utils.core.grid import Grid
+from metaq_utils.core.subproblem import SOLVERS, lower_hull_pava, solve_cutting_plane_scalar, solve_hull
 from metaq_utils.studies import breakpoints as BP
 from metaq_utils.studies import dual_optimum as DO
 from metaq_utils.studies import dual_runs as DR
 from metaq_utils.studies import instances as INS
 from metaq_utils.studies import plots as PL
 from metaq_utils.studies import timing as TM
-from metaq_utils.core.subproblem import SOLVERS, lower_hull_pava, solve_cutting_plane_scalar, solve_hull
 
 needs_cvxpy = pytest.mark.skipif(importlib.util.find_spec("cvxpy") is None, reason="needs cvxpy")
 

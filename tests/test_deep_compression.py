@@ -12,11 +12,11 @@ from scipy.stats import norm
 from metaq_utils.baselines.deep_compression import (DeepCompression, DeepCompressionConfig, FixedMasks,
                                                     SharedWeights, init_centroids, kmeans_1d,
                                                     layer_stds, masks_from_zeros, prunable, prune)
-from metaq_utils.nn.data import normalize
 from metaq_utils.coding.fileformat import encode_compressed, read_compressed
+from metaq_utils.nn.data import normalize
 from metaq_utils.nn.networks import build_model
-from metaq_utils.pipeline import model_from_compressed
 from metaq_utils.nn.training import evaluate
+from metaq_utils.pipeline import model_from_compressed
 
 
 def _model(arch="lenet300100", seed=0):

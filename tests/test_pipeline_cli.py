@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from metaq_utils.nn.checkpoints import load_checkpoint, save_checkpoint
 from metaq_utils.coding.fileformat import CompressedFileError, read_compressed
 from metaq_utils.core.grid import Grid
+from metaq_utils.nn.checkpoints import load_checkpoint, save_checkpoint
 from metaq_utils.nn.networks import build_model
-from metaq_utils.pipeline import (PipelineOptions, QuantizedModel, compress_model, format_table, load_any,
-                                  model_from_compressed, run_pipeline)
 from metaq_utils.nn.ptq import check_clean_validation, model_vector, quantize_model, select_point, sweep_cq, SweepPoint
 from metaq_utils.nn.regularizer import METaQConfig
 from metaq_utils.nn.training import TrainConfig, evaluate
+from metaq_utils.pipeline import (PipelineOptions, QuantizedModel, compress_model, format_table, load_any,
+                                  model_from_compressed, run_pipeline)
 
 from conftest import DATA_ROOT, REPO
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from metaq_utils.coding.fileformat import encode_compressed, metaq_group, read_compressed
+from metaq_utils.coding.preprocessing import MNIST_MEAN, MNIST_STD, Preprocessing, preprocessing_for
+from metaq_utils.core.grid import Grid
 from metaq_utils.nn import data as D
 from metaq_utils.nn.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from metaq_utils.coding.fileformat import encode_compressed, metaq_group, read_compressed
-from metaq_utils.core.grid import Grid
 from metaq_utils.nn.networks import PREPROCESSING, ARCHITECTURES, Normalize, build_model, model_from_compressed
-from metaq_utils.coding.preprocessing import MNIST_MEAN, MNIST_STD, Preprocessing, preprocessing_for
 from metaq_utils.nn.training import evaluate
 
 from conftest import REPO

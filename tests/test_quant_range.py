@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from metaq_utils.__main__ import main
-from metaq_utils.nn.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from metaq_utils.coding.fileformat import read_compressed
 from metaq_utils.core.grid import THESIS_GRID_C, THESIS_GRID_R, THESIS_GRID_W0, Grid, thesis_grid
-from metaq_utils.nn.networks import build_model
 from metaq_utils.core.params import flatten
-from metaq_utils.quant.quant_range import posttraining_grid, posttraining_range
+from metaq_utils.nn.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from metaq_utils.nn.networks import build_model
 from metaq_utils.nn.regularizer import METaQConfig
+from metaq_utils.quant.quant_range import posttraining_grid, posttraining_range
 
 from conftest import DATA_ROOT
 

@@ -1,9 +1,9 @@
 """What every baseline shares: its config type, its runner type, its one result type (and so one
 shape of the ``result.json`` entries the notebooks read), the test evaluation of the decoded
 network and the bias group. The encode → decode → bit-exact check is
-:func:`metaq_utils.coding.fileformat.round_trip`, as for the pipeline. A constraint that must hold after every optimizer step (masks,
-frozen or shared weights) is a regularizer's ``after_step``, which :func:`metaq_utils.nn.training.train`
-calls.
+:func:`metaq_utils.coding.fileformat.round_trip`, as for the pipeline. A constraint that must hold
+after every optimizer step (masks, frozen or shared weights) is a regularizer's ``after_step``,
+which :func:`metaq_utils.nn.training.train` calls.
 
 The baselines (:mod:`.deep_compression`, :mod:`.inq`, :mod:`.ana`, :mod:`.lc_mix`) build on this
 module and on the layers below the pipeline: networks, training, the file format, paths — never on
@@ -19,10 +19,10 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 from torch import nn
 
-from ..nn.data import MNISTTensors
 from ..coding.fileformat import GroupSpec
-from ..store.paths import resolve
+from ..nn.data import MNISTTensors
 from ..nn.training import evaluate
+from ..store.paths import resolve
 
 __all__ = ["BaselineConfig", "BaselineMethod", "BaselineRun", "prunable", "weight_arrays",
            "bias_group_spec", "read_results", "stage_accuracy"]

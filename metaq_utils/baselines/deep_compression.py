@@ -59,8 +59,8 @@ from torch import nn
 
 from ..coding.fileformat import GroupSpec, encode_compressed, round_trip
 from ..nn.networks import count_parameters, model_from_compressed
-from ..store.paths import RUNS_DIR, resolve
 from ..nn.training import TrainConfig, train
+from ..store.paths import RUNS_DIR, resolve
 from .base import (BaselineConfig, BaselineMethod, BaselineRun, bias_group_spec,
                    prunable, read_results, stage_accuracy, weight_arrays)
 

@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..nn.data import MNISTTensors
 from ..coding.fileformat import GroupSpec, encode_compressed, round_trip
+from ..nn.data import MNISTTensors
 from ..nn.networks import count_parameters, model_from_compressed
 from ..nn.training import TrainConfig, evaluate, train
 from .base import (BaselineConfig, BaselineMethod, BaselineRun, bias_group_spec,

@@ -70,11 +70,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from metaq_utils.store.atomic import atomic_write_bytes
 from metaq_utils.coding.codecs import ByteReader, CodecError, codec_by_id, encode_varint, get_codec
-from metaq_utils.core.grid import Grid, check_finite
 from metaq_utils.coding.preprocessing import Preprocessing, preprocessing_for
+from metaq_utils.core.grid import Grid, check_finite
 from metaq_utils.quant.quantization import dequantize, nearest_indices, quantize_indices
+from metaq_utils.store.atomic import atomic_write_bytes
 
 __all__ = [
     "MAGIC",

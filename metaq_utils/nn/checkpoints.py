@@ -35,11 +35,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..store.atomic import atomic_write_bytes
-from ..core.grid import Grid
-from .networks import build_model, count_parameters
-from ..store.paths import AFTER_DIR, BEFORE_DIR, REPO_ROOT
 from ..coding.preprocessing import Preprocessing, preprocessing_for
+from ..core.grid import Grid
+from ..store.atomic import atomic_write_bytes
+from ..store.paths import AFTER_DIR, BEFORE_DIR, REPO_ROOT
+from .networks import build_model, count_parameters
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "find_checkpoint", "state_hash",
            "atomic_write_bytes", "library_versions", "project_commit", "REPO_ROOT",

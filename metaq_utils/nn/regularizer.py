@@ -69,8 +69,8 @@ from ..core.dual import (DEFAULT_CHUNK, METHODS, RETURN_RULES, DualOracle, NonFi
                    default_xi0, index_dtype_for, solve_dual)
 from ..core.grid import THESIS_GRID_C, THESIS_GRID_R, THESIS_GRID_W0, Grid
 from ..core.params import flatten
-from ..quant.quantization import entropy_bits
 from ..core.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
+from ..quant.quantization import entropy_bits
 
 __all__ = ["METaQConfig", "METaQRegularizer", "VARIANTS", "adjacent_relaxation", "flat_parameters",
            "float_entropy_bits", "grid_entropy_bits"]
