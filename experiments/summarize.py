@@ -25,8 +25,9 @@ RESULTS = REPO / "results"
 
 
 def beta_at_optimum(ckpt_path: Path) -> dict:
-    """β at the training step's warm start (FISTA, 15 it., ζ = 1e5, from c* = n/C: what training
-    used) and at the true dual optimum (proximal bundle, 300 it.), on a run's final weights."""
+    """β from FISTA (15 it., ζ = 1e5) from the constant start c* = n/C with the best point returned
+    — what these pre-protocol runs trained with (now the variant ``constant_best``) — and at the true
+    dual optimum (proximal bundle, 300 it.), on a run's final weights."""
     ck = load_checkpoint(ckpt_path)
     grid = ck.grid_value or thesis_grid()   # the training grid; the thesis' for a plain run
     w = model_vector(ck.build_model())

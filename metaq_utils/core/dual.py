@@ -86,7 +86,11 @@ def c_bounds(c_lo: float, c_hi: float | None, n: int) -> tuple[float, float, flo
 
 
 def default_xi0(n: int, C: int) -> np.ndarray:
-    """Cold start: ξ_b = log2(n/C) + 1/ln 2, i.e. c* = n/C in every bucket."""
+    """The constant start ξ_b = log2(n/C) + 1/ln 2, i.e. c* = n/C in every bucket.
+
+    Its envelope is flat (β = 0). It is :func:`solve_dual`'s default when no start is given and the
+    first start of the variant ``constant_best``; the thesis text is silent on the start and the
+    reference code starts from ξ sorted uniform in [0, 1] (:mod:`metaq_utils.core.reference`)."""
     return np.full(C, math.log2(max(n, 1) / C) + 1.0 / LN2)
 
 

@@ -205,8 +205,10 @@ def true_optimum(
 def centred_weights(w: np.ndarray, grid: Grid) -> np.ndarray:
     """w shifted to mean exactly w0 (and shrunk towards it if needed so that no weight is clamped).
 
-    For such weights uniform counts c = n/C are primal feasible, so the thesis' default start
-    ξ = log2(n/C) + 1/ln 2 is already a dual maximiser and φ(w) = n·log2(n/C).
+    For such weights uniform counts c = n/C are primal feasible, so the constant start
+    ξ = log2(n/C) + 1/ln 2 (:func:`metaq_utils.core.dual.default_xi0`; our solver's former default,
+    used by neither the thesis nor its reference code) is already a dual maximiser and
+    φ(w) = n·log2(n/C).
     """
     d = np.asarray(w, dtype=np.float64) - float(np.mean(w))
     half = float(grid.v[-1] - grid.w0)
