@@ -135,10 +135,11 @@ def plot(repro: dict, abl: dict | None, path: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     series = []
     if abl is not None:
-        for name, by_seed in abl["runs"].items():
-            series.append((f"ablation {name}", list(by_seed.values())))
+        for name in [v for v in VARIANT_ORDER if v in abl["runs"]]:
+            series.append((f"ablation {name}", list(abl["runs"][name].values())))
     if repro:
         series.append(("reproduction reference (144 ep.)", [r for r in repro.values()]))
+    color = {lab: f"C{i}" for i, (lab, _) in enumerate(series)}     # one colour per series, every panel
     keys = [("val_accuracy", "validation accuracy", 100), ("entropy_grid_bits", "entropy on the C = 6 grid (bits)", 1),
             ("beta_mean", "β mean", 1), ("beta_max", "β max", 1), ("share_above_grid", "share above v_{C−1}", 1),
             ("beta_std", "β std", 1)]
@@ -151,15 +152,16 @@ def plot(repro: dict, abl: dict | None, path: Path) -> None:
                 continue
             x = np.arange(1, L + 1)
             m = np.nanmean(ys, 0)
-            ax.plot(x, m, label=lab, lw=1.2)
+            ax.plot(x, m, label=lab, lw=1.2, color=color[lab], ls="--" if lab.startswith("reproduction") else "-")
             if ys.shape[0] > 1:
-                ax.fill_between(x, np.nanmin(ys, 0), np.nanmax(ys, 0), alpha=0.15)
+                ax.fill_between(x, np.nanmin(ys, 0), np.nanmax(ys, 0), alpha=0.15, color=color[lab])
         ax.set_title(label)
         ax.set_xlabel("epoch")
         ax.set_xscale("log")
         if key == "val_accuracy":
             ax.set_ylim(90, 100)
-    axes.flat[0].legend(fontsize=7)
+    handles, labels = axes.flat[1].get_legend_handles_labels()     # the entropy panel has every series
+    axes.flat[0].legend(handles, labels, fontsize=7, loc="lower right")
     fig.suptitle("Issue 12's runs: mean over seeds (band: min–max); runs/reproduction, runs/ablation_protocol")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
