@@ -225,3 +225,36 @@ def test_nan_weight_is_named_and_bad_inputs_rejected():
         ReferenceSolver(np.array([0.0, 0.0, 1.0]), 10)
     with pytest.raises(ValueError, match="xi0 must be 6 finite"):
         ReferenceSolver(v, 10, xi0=np.zeros(5))
+
+
+def test_fista_rules_by_hand_two_buckets():
+    """Two iterations on v = [0, 1], w = [0.25, 0.25], ξ0 = [0, 0], ζ = 1, worked out by hand.
+
+    Each weight sends 0.75 to v_0 and 0.25 to v_1, so Σx* = [1.5, 0.5] at every ξ (two points are
+    always both breakpoints). c* = exp(ln2·ξ − 1) (optimization.py 35).
+    k = 1: at ξ0 = [0, 0]: g = Σx* − c* = [1.5 − e⁻¹, 0.5 − e⁻¹]; t = (1 + √5)/2, coefficient
+           (t_prev − 1)/t = 0 (t_prev = 1, line 27), so ξ1 = ξ0 + g/ζ = [1.132, 0.132], which the
+           re-sort (59–60) turns into [0.132, 1.132].
+    k = 2: at ξ1 (the iterate, not an extrapolated point, line 31): β = slope (ξ1[1] − ξ1[0])/1 =
+           1; t2 = (1 + √(1 + 4t²))/2; y = ξ1 + ((t − 1)/t2)(ξ1 − ξ0); ξ2 = sort(y + g(ξ1)/ζ).
+    Returned: ξ2 (the last iterate, never evaluated) and β from the evaluation at ξ1 (line 62).
+    """
+    v = reference_grid(1.0, 1.0, 2)
+    np.testing.assert_array_equal(v, [0.0, 1.0])
+    w = np.array([0.25, 0.25], dtype=F32)
+    s = ReferenceSolver(v, 2, iterations=2, zeta=1.0, xi0=np.zeros(2, dtype=F32))
+    beta, st = s.solve(w)
+    e1 = math.exp(-1.0)
+    g0 = np.array([1.5 - e1, 0.5 - e1])
+    xi1 = np.sort(g0)
+    c1 = np.exp(math.log(2) * xi1 - 1)
+    g1 = np.array([1.5, 0.5]) - c1
+    t1 = (1 + math.sqrt(5)) / 2
+    t2 = (1 + math.sqrt(1 + 4 * t1 * t1)) / 2
+    y = xi1 + ((t1 - 1) / t2) * (xi1 - 0.0)
+    xi2 = np.sort(y + g1)
+    np.testing.assert_allclose(st.xi, xi2, rtol=1e-6)
+    np.testing.assert_allclose(beta, [xi1[1] - xi1[0]] * 2, rtol=1e-6)     # = 1.0, from ξ1, not ξ2
+    assert abs((xi2[1] - xi2[0]) - beta[0]) > 0.5                           # ξ2's slope would differ
+    phi1 = float(np.sum(c1 * np.log2(c1)) - np.sum(xi1 * c1) + np.sum(xi1 * [1.5, 0.5]))
+    np.testing.assert_allclose(st.phi, phi1, rtol=1e-6)                    # φ of the last evaluation
