@@ -298,3 +298,30 @@ def test_regularizer_rejects_bad_c_bounds_like_the_oracle(c_lo, c_hi):
         METaQRegularizer(m, METaQConfig(c_lo=c_lo, c_hi=c_hi))
     with pytest.raises(ValueError, match=r"need finite 0 <= c_lo < c_hi"):
         DualOracle(np.zeros(10), Grid(0.0, 1.0, 6), c_lo, c_hi)
+
+
+@pytest.mark.parametrize("xi_return", ["best", "last"])
+def test_fista_solver_object_equals_solve_dual_and_warm_starts(xi_return):
+    """FistaSolver (the one fused path) against solve_dual + the β gather, over three warm starts."""
+    from metaq_utils.core.dual import FistaSolver
+    rng = np.random.default_rng(7)
+    grid = Grid(-0.11, 1.114, 6)
+    w = rng.normal(0.2, 0.4, 5000).astype(np.float32)
+    xi0 = rng.normal(12, 2, 6)
+    solver = FistaSolver(grid, w.size, xi0, zeta=40.0, xi_return=xi_return)
+    xi = xi0.copy()
+    out = np.empty(w.size)
+    for _ in range(3):
+        value = solver.step(w, 1.0, out)
+        ref = solve_dual(w, grid, method="fista", iterations=15, zeta=40.0, xi0=xi, xi_return=xi_return)
+        np.testing.assert_array_equal(solver.xi, ref.xi)
+        np.testing.assert_array_equal(out, ref.beta)
+        np.testing.assert_array_equal(solver.beta(), ref.beta)
+        assert value == ref.value
+        xi = ref.xi
+    w[3] = np.nan
+    with pytest.raises(NonFiniteWeightError) as e:
+        solver.step(w, 1.0, out)
+    assert e.value.index == 3
+    with pytest.raises(ValueError, match="xi must have shape"):
+        solver.restart(np.zeros(5))

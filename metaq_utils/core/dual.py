@@ -55,6 +55,7 @@ __all__ = [
     "solve_primal_cvxpy",
     "METHODS",
     "RETURN_RULES",
+    "FistaSolver",
 ]
 
 LN2 = math.log(2.0)
@@ -607,6 +608,67 @@ def proximal_bundle(
 
 
 METHODS = ("dss", "fista", "pbm_thesis", "bundle")
+
+
+class FistaSolver:
+    """The warm-started FISTA solve of a training step as one object: it holds ξ, the buffers and
+    the rules, and offers :meth:`step` — the O(n) pass, the 15 iterations and ``scale·β`` into the
+    gradient buffer, in one compiled call (:func:`metaq_utils.core._kernels.fista_step`).
+
+    The same floats as :func:`fista` on a :class:`DualOracle` followed by the β gather
+    (``tests/test_kernels.py``); ``sort_xi`` and ``xi_return`` as there. ``xi`` is the warm start
+    of the next :meth:`step` (the best evaluated point, or the last iterate).
+    """
+
+    def __init__(self, grid: Grid, n: int, xi0: np.ndarray, *, iterations: int = 15, zeta: float = 1e5,
+                 sort_xi: bool = False, xi_return: str = "best", c_lo: float = 0.01,
+                 c_hi: float | None = None, chunk: int = DEFAULT_CHUNK) -> None:
+        if not isinstance(grid, Grid):
+            raise TypeError(f"grid must be a metaq_utils.core.grid.Grid, got {type(grid).__name__}")
+        if n < 1 or iterations < 1:
+            raise ValueError(f"need n >= 1 and iterations >= 1, got n={n}, iterations={iterations}")
+        if not (zeta > 0 and math.isfinite(zeta)):
+            raise ValueError(f"zeta must be finite and > 0, got {zeta}")
+        self.last = _check_return(xi_return)
+        self.grid, self.n, self.C = grid, int(n), grid.C
+        self.iterations, self.inv_zeta, self.sort_xi, self.chunk = int(iterations), 1.0 / zeta, bool(sort_xi), chunk
+        self._ln_c = c_bounds(c_lo, c_hi, self.n)[2:]          # validates c_lo < c_hi too
+        self.xi = self._check_xi(xi0)
+        self.index = np.empty(self.n, dtype=index_dtype_for(self.C))
+        self.table = np.zeros(self.C)          # the slope of every interval (entry C − 1 unused)
+        self.points = np.empty((self.iterations, self.C))
+        self.history = np.empty(self.iterations)
+        self._xi_next = np.empty(self.C)
+        self.value: float | None = None        # φ_w at the kept evaluated point of the last step
+
+    def _check_xi(self, xi: np.ndarray) -> np.ndarray:
+        arr = np.ascontiguousarray(np.asarray(xi, dtype=np.float64))
+        if arr.shape != (self.C,):
+            raise ValueError(f"xi must have shape ({self.C},), got {arr.shape}")
+        return as_finite_float64(arr, "xi").copy()
+
+    def restart(self, xi0: np.ndarray) -> None:
+        """Start the next step from ``xi0`` instead of the warm start."""
+        self.xi = self._check_xi(xi0)
+
+    def step(self, w: np.ndarray, scale: float, out: np.ndarray) -> float:
+        """One solve on ``w`` from :attr:`xi`; ``out`` (float32/64, length n) receives ``scale·β`` in
+        its own dtype. Returns φ_w at the kept point. Raises :class:`NonFiniteWeightError`."""
+        grid = self.grid
+        inv_delta = 1.0 / grid.delta
+        bad, k, _ = _kernels.fista_step(
+            w, float(grid.v[0]) * inv_delta, inv_delta, grid.v, self.chunk, self.index, self.xi,
+            self.iterations, self.inv_zeta, self.sort_xi, self._ln_c[0], self._ln_c[1],
+            self.points, self.history, scale, out, self.table, self.last, self._xi_next)
+        if bad >= 0:
+            raise NonFiniteWeightError(bad)
+        self.xi = (self._xi_next if self.last else self.points[k]).copy()
+        self.value = float(self.history[k])
+        return self.value
+
+    def beta(self) -> np.ndarray:
+        """β of the last step (float64), from the kept interval index."""
+        return _kernels.gather(self.table, self.index, np.empty(self.n))
 
 
 def solve_dual(

@@ -65,7 +65,7 @@ import torch
 from torch import nn
 
 from ..core import _kernels
-from ..core.dual import (DEFAULT_CHUNK, METHODS, RETURN_RULES, DualOracle, NonFiniteWeightError, c_bounds,
+from ..core.dual import (METHODS, RETURN_RULES, DualOracle, FistaSolver, NonFiniteWeightError, c_bounds,
                    default_xi0, index_dtype_for, solve_dual)
 from ..core.grid import THESIS_GRID_C, THESIS_GRID_R, THESIS_GRID_W0, Grid
 from ..core.params import flatten
@@ -286,9 +286,7 @@ class METaQRegularizer:
         # (whose only path is compiled: metaq_utils.core.reference)
         self._fused = (config.variant in ("adjacent", "reference")
                        or (config.method == "fista" and config.variant in _DUAL_VARIANTS))
-        self._points = np.empty((config.iterations, self.grid.C))
-        self._history = np.empty(config.iterations)
-        self._xi_next = np.empty(self.grid.C)
+        self._fista: FistaSolver | None = None      # built at the first fused FISTA step
         self._ref: ReferenceSolver | None = None
         if config.variant == "reference":
             self._ref = ReferenceSolver(config.dual_grid_v, self.n, iterations=config.iterations,
@@ -299,7 +297,7 @@ class METaQRegularizer:
         # index for a weight outside [v_0, v_{C−1}], whose direction is −0.0 (= −∂F/∂w = −0)
         self._table = np.zeros(self.grid.C)
         self._table[-1] = -0.0
-        self._ln_c = c_bounds(config.c_lo, config.c_hi, self.n)[2:]   # validates c_lo < c_hi too
+        c_bounds(config.c_lo, config.c_hi, self.n)           # validates the c-subproblem bounds (c_lo < c_hi)
         self._fused_beta_valid = False
 
     @property
@@ -349,19 +347,21 @@ class METaQRegularizer:
         return np.negative(res.beta, out=res.beta) if cfg.variant == "flipped" else res.beta
 
     def _fused_step(self, w: np.ndarray, scale: float) -> None:
-        """``self._total = scale·β`` with β from FISTA on ``w``: one compiled call (see _kernels)."""
-        cfg, grid = self.config, self.grid
-        xi0 = self.xi if (cfg.warm_start and self.xi is not None) else cfg.initial_xi(self.n)
-        inv_delta = 1.0 / grid.delta
-        last = cfg.return_rule == "last"
-        bad, k, _ = _kernels.fista_step(
-            w, float(grid.v[0]) * inv_delta, inv_delta, grid.v, DEFAULT_CHUNK, self._index, xi0,
-            cfg.iterations, 1.0 / cfg.zeta, cfg.variant == "sorted", self._ln_c[0], self._ln_c[1],
-            self._points, self._history, scale, self._total.numpy(), self._table, last, self._xi_next)
-        if bad >= 0:
-            self._raise_non_finite(bad)
-        self.xi = (self._xi_next if last else self._points[k]).copy()
-        self.last_value = float(self._history[k])
+        """``self._total = scale·β`` with β from FISTA on ``w``: :class:`FistaSolver`, one compiled call."""
+        cfg = self.config
+        if self._fista is None:
+            self._fista = FistaSolver(self.grid, self.n, cfg.initial_xi(self.n), iterations=cfg.iterations,
+                                      zeta=cfg.zeta, sort_xi=cfg.variant == "sorted", xi_return=cfg.return_rule,
+                                      c_lo=cfg.c_lo, c_hi=cfg.c_hi)
+            self._fista.index = self._index             # one interval index, shared with last_beta
+            self._fista.table = self._table
+        # the warm start (kept in self.xi, so a loaded state resumes it), or the variant's first start
+        self._fista.restart(self.xi if (cfg.warm_start and self.xi is not None) else cfg.initial_xi(self.n))
+        try:
+            self.last_value = self._fista.step(w, scale, self._total.numpy())
+        except NonFiniteWeightError as e:
+            self._raise_non_finite(e.index)
+        self.xi = self._fista.xi.copy()
         self._fused_beta_valid = True
 
     def _reference_step(self, w: np.ndarray, scale: float) -> None:
