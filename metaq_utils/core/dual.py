@@ -361,6 +361,11 @@ class _Best:
         if ev[0] > self.value:
             self.value, self.xi, self.ev = ev[0], xi, ev
 
+    def keep(self, xi: np.ndarray, ev: tuple, last: bool) -> None:
+        """Keep this evaluation: always (rule "last") or if it is the best so far (rule "best")."""
+        if last or ev[0] > self.value:
+            self.value, self.xi, self.ev = ev[0], xi, ev
+
 
 def _result(oracle: DualOracle, best: _Best, history: list, points: list, method: str,
             beta_out: np.ndarray | None = None, next_xi: np.ndarray | None = None) -> DualResult:
@@ -407,10 +412,7 @@ def dss(
         ev = oracle._eval(xi)
         history.append(ev[0])
         points.append(xi)
-        if last:
-            best.value, best.xi, best.ev = ev[0], xi, ev
-        else:
-            best.offer(xi, ev)
+        best.keep(xi, ev, last)
         xi = xi + (step_scale / k) * ev[1]  # (74)–(75)
         if sort_xi:
             xi.sort()
@@ -477,10 +479,7 @@ def pbm_thesis(
         ev = oracle._eval(xi)
         history.append(ev[0])
         points.append(xi)
-        if last:
-            best.value, best.xi, best.ev = ev[0], xi, ev
-        else:
-            best.offer(xi, ev)
+        best.keep(xi, ev, last)
         bundle.append((xi, ev[0], ev[1]))
         scores = [f_j + g_j @ (xi - xi_j) for xi_j, f_j, g_j in bundle]  # (86)
         xi_j, _, g_j = bundle[int(np.argmax(scores))]
