@@ -432,3 +432,30 @@ def test_chunked_index_storage_for_very_large_C():
     assert b._k.dtype == np.uint32
     np.testing.assert_array_equal(a.beta(xi), b.beta(xi))
     assert a(xi)[0] == pytest.approx(b(xi)[0], rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["dss", "pbm_thesis", "fista"])
+def test_last_return_rule_gives_the_final_iterate_and_the_last_evaluation(method):
+    """xi_return='last' (the reference code's rule): ξ is the iterate after the last update, never
+    evaluated; value, g and β belong to the last evaluated point. 'best' keeps the best point."""
+    rng = np.random.default_rng(3)
+    grid = Grid(-0.11, 1.114, 6)
+    w = rng.normal(0.2, 0.3, 2000)
+    oracle = DualOracle(w, grid)
+    xi0 = np.sort(rng.uniform(0, 1, 6))
+    last = solve_dual(w, grid, method=method, iterations=4, zeta=50.0, xi0=xi0, oracle=oracle, xi_return="last",
+                      step_scale=1e-3)
+    best = solve_dual(w, grid, method=method, iterations=4, zeta=50.0, xi0=xi0, oracle=oracle, step_scale=1e-3)
+    np.testing.assert_array_equal(last.history, best.history)          # the same iterations
+    assert last.value == last.history[-1] and best.value == best.history.max()
+    value, g = oracle(last.points[-1])
+    np.testing.assert_array_equal(last.g, g)
+    np.testing.assert_array_equal(last.beta, oracle.beta(last.points[-1]))
+    if method != "pbm_thesis":       # (the thesis' PBM may step back to a point it evaluated before)
+        assert not any(np.array_equal(last.xi, p) for p in last.points)   # the returned ξ: not evaluated
+    if method == "dss":                                                 # replay the last update (74)–(75)
+        np.testing.assert_allclose(last.xi, last.points[-1] + (1e-3 / 4) * g, rtol=1e-12)
+    with pytest.raises(ValueError, match="xi_return must be one of"):
+        solve_dual(w, grid, method=method, xi_return="first")
+    with pytest.raises(ValueError, match="returns its best point"):
+        solve_dual(w, grid, method="bundle", xi_return="last")
