@@ -44,12 +44,12 @@ def test_nbval_detects_a_changed_result(tmp_path):
         assert res.returncode == 0, res.stdout[-3000:]
 
         text = "".join(o.get("text", "") for o in checked.outputs)
-        assert "test accuracy" in text
+        assert "unquantized validation accuracy " in text
         perturbed = copy.deepcopy(nb)
         for o in perturbed.cells[-1].outputs:
             if "text" in o:
                 # a different stored accuracy: what a silently broken change would produce
-                o["text"] = o["text"].replace("unquantized test accuracy ", "unquantized test accuracy 1")
+                o["text"] = o["text"].replace("unquantized validation accuracy ", "unquantized validation accuracy 1")
         nbformat.write(perturbed, bad)
         res = _nbval(bad)
         assert res.returncode != 0
