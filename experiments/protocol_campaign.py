@@ -81,7 +81,9 @@ RECIPES = {
 # Deep Compression: qualities × bit settings per network (LeNet-5's conv1, 150 weights, is pruned at
 # half the quality, as the paper prunes LeNet-5's first layer far less than the others).
 DC = {
-    "lenet5": dict(qualities=(1.6, 2.2), bits=((8, 5), (5, 4), (4, 3)), layer_quality_scale={"conv1.weight": 0.5},
+    # q = 1.0 was added during the campaign: from the augmented dense reference, q = 1.6 prunes to 7 % and its
+    # retrained network stays at 98.5 % on validation (below 99 %), so a milder quality was needed
+    "lenet5": dict(qualities=(1.0, 1.6, 2.2), bits=((8, 5), (5, 4), (4, 3)), layer_quality_scale={"conv1.weight": 0.5},
                    rounds=3, retrain_epochs=8, finetune_epochs=1),
     "lenet300100": dict(qualities=(1.6, 2.2), bits=((8, 6), (8, 4), (8, 3)), layer_quality_scale={},
                         rounds=3, retrain_epochs=8, finetune_epochs=1),
