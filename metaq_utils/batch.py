@@ -40,8 +40,10 @@ import hashlib
 import itertools
 import json
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -216,6 +218,12 @@ def run_batch(batch_file: str | os.PathLike, runs_dir: str | os.PathLike = "runs
     interrupted = False
     if todo:
         client, cluster = _connect(scheduler, n_workers)
+        # Ctrl-C must reach this loop whatever the cluster's start-up did to the SIGINT handler (a
+        # fresh-clone test once saw the interrupt go to a kernel and the batch run to the end):
+        # re-assert Python's own handler here, in the main thread, and restore the previous one after
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc=f"batch {name}", unit="run",
                    disable=not progress, mininterval=1.0)
         n_failed = 0
@@ -246,6 +254,8 @@ def run_batch(batch_file: str | os.PathLike, runs_dir: str | os.PathLike = "runs
         except KeyboardInterrupt:
             interrupted = True
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             bar.close()
             client.close()
             if cluster is not None:
