@@ -386,8 +386,6 @@ def adjacent_pass(w, v, delta, k_out):  # pragma: no cover - compiled
 # ξ, t, the supergradient and the multipliers are float32, as in the reference.
 
 
-
-
 @njit(cache=True, nogil=True)
 def reference_pass(w, v, k_out):  # pragma: no cover - compiled
     """The O(n) pass of the reference rules on the left-edge grid ``v`` (float64 copy of float32).

@@ -331,10 +331,7 @@ class METaQRegularizer:
         if self._ref is not None:
             if out is None:
                 out = np.empty(self.n)
-            if not cfg.warm_start and self.steps > 0:
-                self._ref.xi = cfg.initial_xi(self.n).astype(np.float32)
-            self.last_value = self._ref.step(w, -1.0 if cfg.head_sign else 1.0, out)
-            self.xi = self._ref.xi.astype(np.float64)
+            self._reference_solve(w, 1.0, out)
             return out
         index = self._index if w.shape[0] == self.n else None
         oracle = DualOracle(w, self.grid, cfg.c_lo, cfg.c_hi, index_out=index)
@@ -364,16 +361,21 @@ class METaQRegularizer:
         self.xi = self._fista.xi.copy()
         self._fused_beta_valid = True
 
-    def _reference_step(self, w: np.ndarray, scale: float) -> None:
-        """``self._total = scale·β`` under the reference rules (:class:`ReferenceSolver`)."""
+    def _reference_solve(self, w: np.ndarray, scale: float, out: np.ndarray) -> None:
+        """``out = ±scale·β`` under the reference rules (:class:`ReferenceSolver`; − with the HEAD
+        sign), warm-started unless ``warm_start`` is off; records ξ and the dual value."""
         cfg = self.config
         if not cfg.warm_start and self.steps > 0:
             self._ref.xi = cfg.initial_xi(self.n).astype(np.float32)
+        self.last_value = self._ref.step(w, -scale if cfg.head_sign else scale, out)
+        self.xi = self._ref.xi.astype(np.float64)
+
+    def _reference_step(self, w: np.ndarray, scale: float) -> None:
+        """``self._total = scale·β`` under the reference rules, the training step's path."""
         try:
-            self.last_value = self._ref.step(w, -scale if cfg.head_sign else scale, self._total.numpy())
+            self._reference_solve(w, scale, self._total.numpy())
         except NonFiniteWeightError as e:
             self._raise_non_finite(e.index)
-        self.xi = self._ref.xi.astype(np.float64)
         self._fused_beta_valid = True
 
     def _adjacent_step(self, w: np.ndarray, scale: float) -> None:
