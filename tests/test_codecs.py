@@ -246,11 +246,11 @@ def test_size_ordering_on_bell_input():
 
 
 def test_registry():
-    assert set(NAMES) == {"raw", "huffman", "range", "gzip9", "zstd22"}
-    assert sorted(CODEC_BY_ID) == list(range(5))
+    assert set(NAMES) == {"raw", "huffman", "range", "gzip9", "zstd22", "context"}
+    assert sorted(CODEC_BY_ID) == list(range(6))
     for name, codec in CODECS.items():
         assert codec.name == name and CODEC_BY_ID[codec.id] is codec and 0 <= codec.id < 16
-    with pytest.raises(ValueError, match="unknown codec 'lzma'.*available: gzip9, huffman, range, raw, zstd22"):
+    with pytest.raises(ValueError, match="unknown codec 'lzma'.*available: context, gzip9, huffman, range, raw, zstd22"):
         get_codec("lzma")
 
 

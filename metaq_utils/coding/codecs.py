@@ -34,6 +34,10 @@ gzip9       3   DEFLATE level 9 (``zlib``, raw deflate stream: gzip's 18-byte wr
                 uint8 (alphabet ≤ 256), little-endian uint16 (≤ 65,536) or uint32.
 zstd22      4   Zstandard level 22 (``zstandard``), same packing, magic-less frame without content
                 size, checksum or dictionary id (the container knows n and checks integrity).
+context     5   context-adaptive range coding (DeepCABAC-like, :mod:`metaq_utils.coding.context`):
+                a significance flag (symbol != most frequent) with neighbour contexts, then the
+                value with an adaptive model; no table. ``encode`` also takes ``shapes=`` (a hint
+                for the row stride; the chosen stride is stored in the payload).
 ==========  ==  ===================================================================================
 
 Caveats:
@@ -684,3 +688,8 @@ def codec_by_id(codec_id: int) -> Codec:
         return CODEC_BY_ID[codec_id]
     except KeyError:
         raise CodecError(f"unknown codec id {codec_id}") from None
+
+
+# The context-adaptive codec lives in its own module; importing it registers it (name "context",
+# id 5) in CODECS / CODEC_BY_ID.
+from metaq_utils.coding import context as _context  # noqa: E402,F401

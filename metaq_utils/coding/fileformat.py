@@ -43,6 +43,17 @@ a surviving weight, 0 for a *filler zero* inserted when a gap exceeds ``max_gap`
 are always exactly ``max_gap``). Positions not listed decode to 0.0. ``float32``: the tensors
 stored unquantized (e.g. for baselines that keep biases in full precision).
 
+Codecs (one byte, or one nibble each in sparse mode; ids from :mod:`metaq_utils.coding.codecs`):
+0 raw, 1 huffman, 2 range, 3 gzip9, 4 zstd22, 5 context. ``context``
+(:mod:`metaq_utils.coding.context`) is a DeepCABAC-like context-adaptive range coder meant for
+``dense`` groups of pruned layers with a table that contains 0.0 (one group per tensor, see
+:func:`per_layer_table_groups`): a significance flag per weight (≠ the most frequent symbol)
+whose context is the flags of the previous weight and of the weight one row earlier, then the
+value with an adaptive model; no table is stored. The writer passes the group's tensor shapes to
+the codec as a hint for the row length; the chosen row length is stored inside the codec payload,
+so the byte layout above is unchanged and the reader needs no extra field. Files with codec ids
+0-4 are byte-for-byte what they were before id 5 existed.
+
 Grids are stored as float32 when ``w0`` and ``r`` are exactly representable in float32, else as
 float64 (``GroupSpec.grid_precision``), so the decoded grid is the writer's grid and the decoded
 weights equal ``quantize_array(w, grid)``. Bucket centres are rounded once to float32.
@@ -93,6 +104,7 @@ __all__ = [
     "mismatched_tensors",
     "RoundTrip",
     "round_trip",
+    "per_layer_table_groups",
 ]
 
 MAGIC = b"MTQ"
@@ -213,6 +225,27 @@ def _as_float32(t) -> np.ndarray:
         t = t.detach().cpu().numpy()
     arr = np.asarray(t, dtype=np.float32)
     return arr
+
+
+def per_layer_table_groups(tensors: Sequence, codec: str = "context", mode: str = "dense") -> list[GroupSpec]:
+    """One group per tensor, each with its own table codebook = the tensor's distinct float32
+    values (sorted; 0.0 included when the tensor has zeros), stored ``mode`` (default dense) with
+    ``codec`` (default ``"context"``). The file then decodes to exactly the given float32
+    tensors, except that a zero is always decoded as ``+0.0`` (a table cannot tell ``-0.0`` from
+    ``0.0``; pruning by ``w * mask`` leaves ``-0.0`` for negative weights: write ``w + 0.0`` if
+    the bit-exact check (:func:`round_trip`) is to pass)::
+
+        write_compressed(path, arch, tensors, per_layer_table_groups(tensors))
+    """
+    groups = []
+    for i, t in enumerate(tensors):
+        a = _as_float32(t).ravel()
+        check_finite(a, f"tensor {i}")
+        table = np.unique(a + np.float32(0.0))  # -0.0 + 0.0 = +0.0
+        if table.size == 0:
+            table = np.zeros(1, dtype=np.float32)
+        groups.append(GroupSpec(tensors=(i,), codebook=table, mode=mode, codec=codec))
+    return groups
 
 
 def _normalize_groups(groups, n_tensors: int) -> list[tuple[GroupSpec, tuple[int, ...], bool]]:
@@ -364,7 +397,10 @@ def _encode_group(spec: GroupSpec, idx: tuple[int, ...], all_flag: bool, arrays,
         out += q.flat.astype("<f4").tobytes()
     elif spec.mode == "dense":
         codec = get_codec(spec.codec)
-        payload = codec.encode(q.symbols, q.values.size)
+        if getattr(codec, "uses_shapes", False):  # e.g. "context": the shapes propose row strides
+            payload = codec.encode(q.symbols, q.values.size, shapes=[arrays[i].shape for i in idx])
+        else:
+            payload = codec.encode(q.symbols, q.values.size)
         out += bytes([codec.id]) + encode_varint(len(payload)) + payload
     else:
         vcodec = get_codec(spec.codec)

@@ -1,0 +1,253 @@
+"""The context-adaptive codec ("context", id 5): bit-exact round trips, sizes against the order-0
+entropy and the static range coder, corrupted payloads, and whole-model files with per-layer
+tables (metaq_utils.coding.context, metaq_utils.coding.fileformat.per_layer_table_groups)."""
+
+import time
+
+import numpy as np
+import pytest
+
+from metaq_utils.coding.codecs import CODECS, CodecError, codec_by_id, get_codec
+from metaq_utils.coding.context import ContextCodec, candidate_strides
+from metaq_utils.coding.fileformat import (
+    CompressedFileError,
+    GroupSpec,
+    encode_compressed,
+    per_layer_table_groups,
+    read_compressed,
+    round_trip,
+)
+
+CTX = get_codec("context")
+
+
+def entropy_bits(symbols) -> float:
+    counts = np.bincount(np.asarray(symbols))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(counts[counts > 0] * np.log2(p)).sum())
+
+
+def sparse_stream(rng, n, alphabet, density):
+    x = rng.integers(0, alphabet, n)
+    zero = int(rng.integers(0, alphabet))
+    x[rng.random(n) >= density] = zero
+    return x
+
+
+def test_registered():
+    assert isinstance(CTX, ContextCodec)
+    assert CTX.name == "context" and CTX.id == 5
+    assert CODECS["context"] is CTX and codec_by_id(5) is CTX
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_round_trip_random(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(6):
+        alphabet = int(rng.choice([1, 2, 3, 5, 8, 17, 256, 1000, 4096]))
+        n = int(rng.choice([0, 1, 2, 7, 64, 300, 2000]))
+        density = float(rng.choice([0.0, 0.02, 0.1, 0.5, 1.0]))
+        x = sparse_stream(rng, n, alphabet, density)
+        shapes = None
+        if n and rng.random() < 0.7:
+            cols = int(rng.integers(1, n + 1))
+            shapes = [(n // cols, cols)] if n % cols == 0 else [(n,)]
+        payload = CTX.encode(x, alphabet, shapes=shapes)
+        y = CTX.decode(payload, n, alphabet)
+        assert y.dtype == np.int64 and np.array_equal(x, y), (seed, alphabet, n, density, shapes)
+        assert CTX.encoded_bits(x, alphabet, shapes=shapes) == 8 * len(payload)
+        # the default interface (no shapes) round-trips too
+        assert np.array_equal(CTX.decode(CTX.encode(x, alphabet), n, alphabet), x)
+
+
+@pytest.mark.parametrize("alphabet", [1, 2, 3, 255, 256, 4095, 4096])
+def test_edge_streams(alphabet):
+    assert CTX.encode(np.zeros(0, np.int64), alphabet) == b""
+    assert CTX.decode(b"", 0, alphabet).size == 0
+    for x in (np.array([alphabet - 1]), np.zeros(100, np.int64), np.full(33, alphabet - 1),
+              np.arange(min(alphabet, 50)) % alphabet, np.r_[np.zeros(999, np.int64), alphabet - 1]):
+        for shapes in (None, [(x.size,)], [(1, x.size)]):
+            p = CTX.encode(x, alphabet, shapes=shapes)
+            assert np.array_equal(CTX.decode(p, x.size, alphabet), x)
+    assert len(CTX.encode(np.zeros(10**5, np.int64), alphabet)) == 2  # cfg + z: no code at all
+
+
+def test_every_symbol_value_and_zero_positions():
+    # the most frequent symbol anywhere in the band (start, middle, end, outside)
+    rng = np.random.default_rng(1)
+    for z in (0, 3, 7):
+        x = rng.integers(0, 8, 500)
+        x[rng.random(500) < 0.8] = z
+        assert np.array_equal(CTX.decode(CTX.encode(x, 8), 500, 8), x)
+    x = np.r_[np.zeros(50, np.int64), np.full(10, 6), np.full(10, 7)]  # band [6, 7] excludes z = 0
+    assert np.array_equal(CTX.decode(CTX.encode(x, 8, shapes=[(7, 10)]), x.size, 8), x)
+
+
+def test_iid_size_close_to_order0_entropy():
+    rng = np.random.default_rng(2)
+    for alphabet, density, n in [(8, 0.1, 40000), (16, 0.5, 20000), (4, 0.95, 20000)]:
+        x = sparse_stream(rng, n, alphabet, density)
+        bits = 8 * len(CTX.encode(x, alphabet, shapes=[(n // 100, 100)]))
+        h = entropy_bits(x)
+        # adaptive-model learning cost: O(log n) bits per parameter, plus a few header bytes
+        assert bits <= h + 0.01 * h + 64 + 8 * alphabet * np.log2(n), (alphabet, density, bits, h)
+
+
+def structured_fc(rng, rows=300, cols=784, dead_rows=0.4, dead_cols=0.5, density=0.5, k=8):
+    """A pruned fc matrix with dead output neurons (rows) and dead inputs (columns)."""
+    alive = (rng.random(rows) >= dead_rows)[:, None] & (rng.random(cols) >= dead_cols)[None, :]
+    nz = alive & (rng.random((rows, cols)) < density)
+    sym = np.zeros((rows, cols), np.int64)
+    sym[nz] = rng.integers(1, k, int(nz.sum()))
+    return sym
+
+
+def test_structured_matrix_much_smaller_than_range():
+    rng = np.random.default_rng(3)
+    m = structured_fc(rng)
+    x = m.ravel()
+    ctx = len(CTX.encode(x, 8, shapes=[m.shape]))
+    rng_bytes = len(get_codec("range").encode(x, 8))
+    assert ctx < 0.8 * rng_bytes, (ctx, rng_bytes)
+    assert ctx < entropy_bits(x) / 8 * 0.8
+    # without the shape hint only the stride-free schemes are available: still exact, larger
+    no_hint = len(CTX.encode(x, 8))
+    assert ctx < no_hint
+    assert np.array_equal(CTX.decode(CTX.encode(x, 8, shapes=[m.shape]), x.size, 8), x)
+
+
+def test_candidate_strides():
+    assert candidate_strides(None) == []
+    assert candidate_strides([(10,)]) == []
+    assert candidate_strides([(120, 256), (120,)]) == [256]
+    assert candidate_strides([(16, 6, 5, 5)]) == [150, 5]
+
+
+# --------------------------------------------------------------------------- bad payloads
+
+
+def test_corrupted_and_truncated_payloads_raise():
+    rng = np.random.default_rng(4)
+    m = structured_fc(rng, rows=60, cols=100)
+    x = m.ravel()
+    p = CTX.encode(x, 8, shapes=[m.shape])
+    n = x.size
+    bad = [p[:-1], p[: len(p) // 2], p[:3], p + b"\x00", p + b"\x17", b"\xff" * 8, b"\x09\x00",
+           b"\x00", b"\x00\x08", b"\x00\x00\x00", b"\x03\x00\x00", b""]
+    for i in range(0, len(p), max(1, len(p) // 40)):
+        for flip in (0x01, 0x80, 0xFF):
+            q = bytearray(p)
+            q[i] ^= flip
+            bad.append(bytes(q))
+    for q in bad:
+        try:
+            y = CTX.decode(q, n, 8)
+        except CodecError:
+            continue
+        # a corrupted header byte may still be a valid (different) stream: never the original bytes,
+        # and never a wrong answer for the original payload
+        assert q != p and not np.array_equal(y, x) or q == p
+        assert CTX.encode(y, 8, shapes=None) is not None
+    with pytest.raises(CodecError, match="non-empty payload"):
+        CTX.decode(b"\x00", 0, 8)
+    with pytest.raises(CodecError):
+        CTX.decode(p, n, 4)  # symbols outside a smaller alphabet / inconsistent header
+    with pytest.raises(CodecError, match="truncated|not the encoding"):
+        CTX.decode(p[:-2], n, 8)
+
+
+def test_decoded_payload_is_canonical():
+    """Whatever a corrupted payload decodes to, it is accepted only if it is exactly the encoding
+    of the decoded symbols (the decoder re-encodes and compares)."""
+    rng = np.random.default_rng(5)
+    x = sparse_stream(rng, 3000, 8, 0.1)
+    p = CTX.encode(x, 8)
+    accepted = 0
+    for i in range(len(p)):
+        q = bytearray(p)
+        q[i] ^= 0x10
+        try:
+            y = CTX.decode(bytes(q), x.size, 8)
+        except CodecError:
+            continue
+        accepted += 1
+        assert not np.array_equal(y, x)
+    assert accepted <= 2  # only header bytes can flip into another valid stream
+
+
+# --------------------------------------------------------------------------- whole-model files
+
+
+def pruned_lenet5_tensors(seed=0, prune=0.9, k=8):
+    torch = pytest.importorskip("torch")
+    from metaq_utils.nn.networks import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("lenet5")
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in model.parameters():
+        w = p.detach().cpu().numpy().astype(np.float32)
+        flat = w.ravel()
+        thr = np.quantile(np.abs(flat), prune)
+        keep = np.abs(flat) > thr
+        # k-means-like table: k - 1 quantiles of the survivors (float32), plus 0.0
+        centres = np.quantile(flat[keep], np.linspace(0.02, 0.98, k - 1)).astype(np.float32) if keep.any() else np.zeros(0, np.float32)
+        q = np.zeros_like(flat)
+        if keep.any():
+            q[keep] = centres[np.abs(flat[keep, None] - centres[None, :]).argmin(axis=1)]
+        out.append(q.reshape(w.shape) + np.float32(0.0))
+        rng.random()
+    return out
+
+
+def test_per_layer_table_groups():
+    ts = [np.array([[0.0, 1.5], [-0.0, 1.5]], np.float32), np.array([2.0, 2.0], np.float32),
+          np.zeros((0, 3), np.float32)]
+    groups = per_layer_table_groups(ts)
+    assert [g.tensors for g in groups] == [(0,), (1,), (2,)]
+    assert all(isinstance(g, GroupSpec) and g.mode == "dense" and g.codec == "context" for g in groups)
+    assert groups[0].codebook.tolist() == [0.0, 1.5] and groups[1].codebook.tolist() == [2.0]
+    assert not np.signbit(groups[0].codebook).any()
+    cm = read_compressed(encode_compressed("toy", ts, groups, preprocessing=None))
+    assert cm.codecs == ("context",) * 3
+    assert cm.tensors[0].tolist() == [[0.0, 1.5], [0.0, 1.5]] and cm.tensors[2].shape == (0, 3)
+    assert per_layer_table_groups(ts, codec="range")[0].codec == "range"
+
+
+def test_lenet5_file_round_trip_bit_exact():
+    ts = pruned_lenet5_tensors()
+    assert sum(t.size for t in ts) == 44426
+    zero_frac = np.mean(np.concatenate([t.ravel() for t in ts]) == 0)
+    assert zero_frac > 0.85
+    t0 = time.perf_counter()
+    rt = round_trip("lenet5", ts, per_layer_table_groups(ts))
+    elapsed = time.perf_counter() - t0
+    rt.check()
+    assert rt.exact and all(g.codec == "context" for g in rt.decoded.groups)
+    assert elapsed < 10.0, elapsed  # encode + decode of 44,426 weights in pure Python
+    for got, want in zip(rt.decoded.tensors, ts):
+        assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    # smaller than the same file with the static range coder
+    ranged = round_trip("lenet5", ts, per_layer_table_groups(ts, codec="range"))
+    assert ranged.exact and rt.file_bits < ranged.file_bits
+    # explicit tables in another order and with unused values also work
+    groups = [GroupSpec(tensors=(i,), codebook=np.r_[np.unique(t)[::-1], np.float32(9.0)], mode="dense", codec="context")
+              for i, t in enumerate(ts)]
+    assert round_trip("lenet5", ts, groups).exact
+
+
+def test_file_with_corrupted_context_payload_raises():
+    ts = pruned_lenet5_tensors(seed=1)
+    data = encode_compressed("lenet5", ts, per_layer_table_groups(ts))
+    import zlib
+
+    # flip a byte near the end of the last big payload and fix the checksum: the codec must notice
+    body = bytearray(data[:-4])
+    body[len(body) - 300] ^= 0x55
+    fixed = bytes(body) + (zlib.crc32(bytes(body)) & 0xFFFFFFFF).to_bytes(4, "little")
+    try:
+        cm = read_compressed(fixed)
+    except CompressedFileError:
+        return
+    assert any(not np.array_equal(a, b) for a, b in zip(cm.tensors, ts))  # pragma: no cover
