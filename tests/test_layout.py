@@ -24,7 +24,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PKG = REPO / "metaq_utils"
 
-LAYERS = {"store": 0, "core": 1, "quant": 2, "coding": 3, "nn": 4, "studies": 5, "baselines": 5}
+LAYERS = {"store": 0, "core": 1, "quant": 2, "coding": 3, "nn": 4, "studies": 5, "baselines": 5, "recipes": 5}
 TOP = 6                                     # pipeline, frontier, ablation, batch, ..., __main__
 TORCH_FREE = ("store", "core", "quant", "coding")
 

@@ -249,6 +249,7 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
           best_metric: str | None = None,
           select_on: str = "validation",
           epoch_callbacks: Iterable[Callable[[int, dict[str, Any]], None]] = (),
+          loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
           progress: bool = True) -> TrainResult:
     """Train ``model`` on ``data`` for ``config.epochs`` epochs.
 
@@ -267,6 +268,9 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
       ``BestModelsBeforeQuantization/``) with its configuration (including ``split`` and
       ``selection``) and metrics.
     * ``stop_rules``: checked after every epoch; the reason is recorded in the result.
+    * ``loss_fn(logits, xb, yb)``: the training loss of a batch (default: cross-entropy of the
+      logits); e.g. :func:`metaq_utils.recipes.prune_quantize.distillation_loss`, which also sees the
+      (augmented, normalised) inputs ``xb`` so that a teacher can be run on them.
 
     ``data`` without a validation split (``load_mnist(val_size=0)``, or built by hand) can still
     be trained on, but then nothing is evaluated per epoch and nothing can be selected: a
@@ -335,7 +339,8 @@ def train(model: nn.Module, data: MNISTTensors, config: TrainConfig, *,
                 for group in optimizer.param_groups:
                     group["lr"] = _lr_at(config, step, config.epochs * steps_per_epoch)
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(xb), yb)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb) if loss_fn is None else loss_fn(logits, xb, yb)
             loss.backward()
             if regularizer is not None:
                 regularizer.after_backward(model)          # extension point: adds to p.grad
