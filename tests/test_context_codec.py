@@ -251,3 +251,103 @@ def test_file_with_corrupted_context_payload_raises():
     except CompressedFileError:
         return
     assert any(not np.array_equal(a, b) for a, b in zip(cm.tensors, ts))  # pragma: no cover
+
+
+# --- binarised value model (value modes 1..): sign / |level| > k flags / remainder -------------
+
+
+def _levels_stream(rng, n, alphabet, density, scale):
+    z = int(rng.integers(0, alphabet))
+    lv = np.rint(rng.laplace(0, scale, n)).astype(np.int64)
+    x = np.clip(z + lv, 0, alphabet - 1)
+    x[rng.random(n) >= density] = z
+    return x
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_binarised_round_trip_many_levels(seed):
+    from metaq_utils.coding.context import _VMODES
+
+    rng = np.random.default_rng(100 + seed)
+    for alphabet in (2, 3, 9, 27, 331, 4096):
+        n = int(rng.choice([1, 5, 300, 3000]))
+        x = _levels_stream(rng, n, alphabet, float(rng.choice([0.05, 0.3, 1.0])), float(rng.choice([0.7, 3, 40, 900])))
+        shapes = [(n // 10, 10)] if n % 10 == 0 else None
+        for vm in range(1, len(_VMODES) + 1):
+            p = CTX.encode(x, alphabet, shapes=shapes, vmodes=(vm,))
+            assert np.array_equal(CTX.decode(p, n, alphabet), x), (seed, alphabet, n, vm)
+        p = CTX.encode(x, alphabet, shapes=shapes)
+        assert np.array_equal(CTX.decode(p, n, alphabet), x)
+
+
+def test_binarised_one_sided_and_single_symbol():
+    for alphabet in (3, 17, 4096):
+        z = alphabet // 2
+        for x in (
+            np.array([z] * 50 + [z + 1] + [z] * 9),  # single significant symbol
+            np.array([z] * 20 + [0] + [z] * 5),  # single, far negative
+            np.array([z, alphabet - 1, z, z + 1, alphabet - 1, z, z]),  # positive only
+            np.array([z, 0, z, z - 1, 0, z, z]),  # negative only
+            np.array([z, 0, alphabet - 1, z, z]),  # both extremes
+        ):
+            for vm in (1, 2, 3, 4, 5, 6):
+                p = CTX.encode(x, alphabet, vmodes=(vm,))
+                assert np.array_equal(CTX.decode(p, x.size, alphabet), x), (alphabet, x, vm)
+    # most frequent symbol outside the band of the significant ones
+    x = np.array([0] * 30 + [5, 7, 6, 5] + [0] * 10)
+    for vm in range(1, 7):
+        assert np.array_equal(CTX.decode(CTX.encode(x, 9, vmodes=(vm,)), x.size, 9), x)
+
+
+def test_binarised_never_larger_than_single_model():
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        alphabet = int(rng.choice([3, 9, 27, 64, 331, 4096]))
+        n = int(rng.choice([50, 500, 5000]))
+        x = _levels_stream(rng, n, alphabet, float(rng.choice([0.05, 0.2, 0.6])), float(rng.choice([0.8, 2, 10, 200])))
+        shapes = [(n // 50, 50)]
+        old = CTX.encode(x, alphabet, shapes=shapes, vmodes=(0,))
+        new = CTX.encode(x, alphabet, shapes=shapes)
+        assert len(new) <= len(old)
+        assert np.array_equal(CTX.decode(new, n, alphabet), x)
+
+
+def test_binarised_corrupted_payloads_raise():
+    """A corrupted or truncated binarised payload raises, or (rarely) is the exact encoding of
+    other symbols under the same configuration -- never the original symbols."""
+    rng = np.random.default_rng(3)
+    x = _levels_stream(rng, 2000, 27, 0.3, 2.0)
+    p = CTX.encode(x, 27, shapes=[(40, 50)], vmodes=(3,))
+    assert p[0] // 7 == 3
+    assert np.array_equal(CTX.decode(p, 2000, 27), x)
+    bad = [p[:-1], p[:-2], p[:-5], p[: len(p) // 2], p + b"\x00", p + b"\x01"]
+    for i in range(0, len(p), max(1, len(p) // 40)):
+        for flip in (0x01, 0x80, 0xFF):
+            q = bytearray(p)
+            q[i] ^= flip
+            bad.append(bytes(q))
+    raised = 0
+    for q in bad:
+        try:
+            y = CTX.decode(q, 2000, 27)
+        except CodecError:
+            raised += 1
+            continue
+        assert not np.array_equal(y, x)
+    assert raised > len(bad) // 2
+    for cut in (1, 2):
+        with pytest.raises(CodecError):
+            CTX.decode(p[:-cut], 2000, 27)
+    with pytest.raises(CodecError):
+        CTX.decode(bytes([7 * 7]) + p[1:], 2000, 27)  # value mode out of range
+    with pytest.raises(CodecError):
+        CTX.decode(bytes([7]) + p[1:], 2000, 27)  # cfg % 7 == 0
+
+
+def test_binarised_lenet5_decode_fast():
+    rng = np.random.default_rng(11)
+    x = _levels_stream(rng, 48000, 27, 0.2, 2.5)
+    p = CTX.encode(x, 27, shapes=[(120, 400)], vmodes=(4,))
+    t0 = time.perf_counter()
+    assert np.array_equal(CTX.decode(p, x.size, 27), x)
+    assert time.perf_counter() - t0 < 2.0

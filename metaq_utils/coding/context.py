@@ -10,11 +10,26 @@ with a table that contains 0.0: the index of 0.0). Every symbol ``s`` is coded a
 
 1. a *significance flag* ``s != z`` with an adaptive binary model chosen by a context made of
    already coded flags (see the schemes below);
-2. if significant, ``s`` itself with one adaptive categorical model over the symbols of the band
-   ``[first, first + span]`` (the smallest and largest significant symbols) other than ``z``.
+2. if significant, its value, with one of these *value modes* (the encoder codes the stream with
+   each candidate, keeps the shortest payload and stores the mode):
+
+   * mode 0: ``s`` itself with one adaptive categorical model over the symbols of the band
+     ``[first, first + span]`` (the smallest and largest significant symbols) other than ``z``;
+   * modes 1..6 (binarised, DeepCABAC-like): the signed level ``l = s − z`` (for a zero-centred
+     grid the grid level; for a sorted table containing 0.0 the rank offset from 0.0) as
+     a *sign flag* (only when both signs occur in the band; context = sign of the previous
+     significant level × sign of the level at position i−1, 9 contexts), then unary flags
+     ``|l| > k`` for ``k = 1 .. min(U, amax − 1)`` (``amax`` = the band's largest magnitude on
+     that sign; context = (k, sign, min(|level(i−1)|, PC) [× min(|previous significant level|,
+     PC) for "both"])), then, when all U flags were 1 and ``amax > U + 1``, the remainder
+     ``|l| − U − 1`` with one adaptive categorical model of size ``max(amax) − U``. The six modes
+     are (kind, PC, U) = ``_VMODES``. Binary models here halve at ``BIN_LIMIT = 2**10``.
+     Contexts use the levels decoded so far capped at ``U + 1``, so all binary events of all
+     values are coded before all remainders.
 
 All flags are coded first, then all values (the flag contexts only depend on flags and the value
-model only on values, so the decoder can do the same; it is one range-coder stream).
+models only on flags and earlier values, so the decoder can do the same; it is one range-coder
+stream).
 
 Flag context schemes (``sig(j)`` = flag of position ``j``, 0 before the stream start; the
 *stride* is a row length, e.g. ``prod(shape[1:])`` of a weight tensor: the flag one row earlier
@@ -46,11 +61,14 @@ statistics. The probabilities handed to ``Categorical`` are these integer counts
 
 Payload::
 
-    varint cfg     0: every symbol equals z (nothing else but z follows); 1 + scheme otherwise
+    varint cfg     0: every symbol equals z (nothing else but z follows);
+                   1 + scheme + 7 · value mode otherwise (payloads of the single-model coding,
+                   value mode 0, are unchanged)
     varint z
     [varint stride]           schemes 2 and 3
     varint first, varint span the band of significant symbols
-    range-coder words         little-endian uint32, trailing zero bytes dropped
+    range-coder words         little-endian uint32, trailing zero bytes dropped: the flags, then
+                              the value mode's binary events, then its categorical symbols
 
 ``n == 0`` encodes to the empty payload. The decoder re-encodes what it decoded and requires the
 identical bytes, so any truncated, extended or corrupted payload raises :class:`CodecError`
@@ -80,7 +98,7 @@ from metaq_utils.coding.codecs import (
     encode_varint,
 )
 
-__all__ = ["ContextCodec", "INIT", "INC", "FLAG_LIMIT", "VALUE_LIMIT", "SCHEMES", "candidate_strides"]
+__all__ = ["ContextCodec", "INIT", "INC", "FLAG_LIMIT", "VALUE_LIMIT", "BIN_LIMIT", "SCHEMES", "candidate_strides"]
 
 INIT = 1
 INC = 2
@@ -88,6 +106,7 @@ FLAG_LIMIT = 2**13
 VALUE_LIMIT = 2**16
 SCHEMES = (0, 1, 2, 3, 4, 5)
 _STRIDED = (2, 3, 4, 5)
+_N_CFG = len(SCHEMES) + 1  # cfg = 1 + scheme + _N_CFG · value mode
 _N_CTX = {0: 1, 1: 2, 2: 4, 3: 9, 4: 8, 5: 18}
 _LEVELS = {4: 1, 5: 2}  # schemes 4/5: cap of the column / row counts
 _MAX_STRIDE = 2**24
@@ -193,11 +212,130 @@ def _bits(counts: np.ndarray, symbols: np.ndarray) -> float:
     return float(-np.log2(p).sum())
 
 
-def _encode_stream(flags: np.ndarray, flag_counts: np.ndarray, ranks: np.ndarray, m: int) -> bytes:
+# Binarised value model (value modes 1..len(_VMODES)): (magnitude context kind, cap PC, unary cap U).
+# "left": min(|level(i-1)|, PC); "both": that and min(|previous significant level|, PC).
+_VMODES = (("left", 2, 14), ("left", 3, 14), ("both", 2, 14), ("both", 3, 14), ("left", 2, 4), ("both", 3, 4))
+BIN_LIMIT = 2**10
+
+
+def _sgn3(level: int) -> int:
+    return 0 if level == 0 else (1 if level < 0 else 2)
+
+
+class _BinModel:
+    """Adaptive binary models indexed by an integer context (lazily created)."""
+
+    def __init__(self):
+        self.c0: dict[int, int] = {}
+        self.c1: dict[int, int] = {}
+
+    def counts(self, c: int) -> tuple[int, int]:
+        return self.c0.get(c, INIT), self.c1.get(c, INIT)
+
+    def update(self, c: int, a0: int, a1: int, bit: int) -> None:
+        if bit:
+            a1 += INC
+        else:
+            a0 += INC
+        if a0 + a1 > BIN_LIMIT:
+            a0, a1 = (a0 + 1) // 2, (a1 + 1) // 2
+        self.c0[c] = a0
+        self.c1[c] = a1
+
+
+class _BinCoder:
+    """One pass of the binarised value model over the significant levels in position order; the
+    encoder (``levels`` given) and the decoder (``decode_bit`` given) share it so their contexts
+    and counts agree. ``levels`` are signed (symbol − z), ``positions`` the flags' indices."""
+
+    def __init__(self, vmode: int, nneg: int, npos: int):
+        self.kind, self.pc, self.u = _VMODES[vmode - 1]
+        self.nneg, self.npos = nneg, npos
+        self.nm = (self.pc + 1) * ((self.pc + 1) if self.kind == "both" else 1)
+        self.rem_m = max(nneg, npos) - self.u  # remainder alphabet (a − U − 1 in [0, rem_m))
+
+    def run(self, positions, n: int, levels=None, decode_bit=None):
+        """Returns (bits, counts rows, capped levels or None, remainder flags list)."""
+        model = _BinModel()
+        lev = [0] * (n + 1)  # lev[p + 1]: capped level at p (|.| <= U + 1)
+        ps = 0
+        pa = 0
+        bits: list[int] = []
+        rows: list[tuple[int, int]] = []
+        out = [] if levels is None else None
+        need_rem = []
+        both_signs = self.nneg > 0 and self.npos > 0
+        u, pc, nm = self.u, self.pc, self.nm
+        for j, p in enumerate(positions):
+            left = lev[p]  # level at p - 1
+            s1 = _sgn3(left)
+            if levels is not None:
+                lv = levels[j]
+                neg = 1 if lv < 0 else 0
+                a = -lv if neg else lv
+            if both_signs:
+                c = ps * 3 + s1
+                a0, a1 = model.counts(c)
+                if levels is None:
+                    neg = decode_bit(a0, a1)
+                else:
+                    bits.append(neg)
+                    rows.append((a0, a1))
+                model.update(c, a0, a1, neg)
+            elif levels is None:
+                neg = 1 if self.npos <= 0 else 0
+            amax = self.nneg if neg else self.npos
+            mc = min(-left if left < 0 else left, pc)
+            if self.kind == "both":
+                mc += (pc + 1) * min(pa, pc)
+            k = 1
+            base = 9 + 2 * mc + neg
+            while k <= u and k < amax:
+                c = base + 2 * nm * (k - 1)
+                a0, a1 = model.counts(c)
+                if levels is None:
+                    bit = decode_bit(a0, a1)
+                else:
+                    bit = 1 if a > k else 0
+                    bits.append(bit)
+                    rows.append((a0, a1))
+                model.update(c, a0, a1, bit)
+                if not bit:
+                    break
+                k += 1
+            # k is the magnitude, unless k = U + 1 < amax: then a remainder a − U − 1 follows
+            if levels is None:
+                a = k
+            capped = min(a, u + 1)
+            rem = k > u and amax > u + 1
+            need_rem.append(rem)
+            lvc = -capped if neg else capped
+            lev[p + 1] = lvc
+            ps = 1 + neg
+            pa = capped
+            if out is not None:
+                out.append(lvc)
+        return bits, rows, out, need_rem
+
+
+def _bin_encode_parts(levels: np.ndarray, positions: np.ndarray, n: int, vmode: int, nneg: int, npos: int):
+    bc = _BinCoder(vmode, nneg, npos)
+    lv = levels.tolist()
+    bits, rows, _, need_rem = bc.run(positions.tolist(), n, levels=lv)
+    rem = np.asarray([abs(v) - bc.u - 1 for v, r in zip(lv, need_rem) if r], dtype=np.int64)
+    return (np.asarray(bits, dtype=np.int64), np.asarray(rows, dtype=np.float64).reshape(-1, 2), rem, bc.rem_m)
+
+
+def _encode_stream(flags: np.ndarray, flag_counts: np.ndarray, ranks: np.ndarray, m: int,
+                   vbits: np.ndarray | None = None, vrows: np.ndarray | None = None) -> bytes:
+    """Flags, then the binarised value events (if any), then ``ranks`` under the adaptive
+    categorical model of size ``m`` (the old value model, or the binarised remainders)."""
     enc = constriction.stream.queue.RangeEncoder()
     if flags.size:
         enc.encode(flags.astype(np.int32), _FAMILY, flag_counts)
-    if m > 1:
+    if vbits is not None and vbits.size:
+        enc.encode(vbits.astype(np.int32), _FAMILY, vrows)
+    if m > 1 and ranks.size:
         for a, counts in _value_count_chunks(ranks, m):
             enc.encode(ranks[a : a + len(counts)].astype(np.int32), _FAMILY, counts)
     return _bytes_from_words(enc.get_compressed())
@@ -214,7 +352,9 @@ class ContextCodec(Codec):
     id = 5
     uses_shapes = True
 
-    def encode(self, symbols, alphabet_size, *, shapes: Sequence[Sequence[int]] | None = None) -> bytes:
+    def encode(self, symbols, alphabet_size, *, shapes: Sequence[Sequence[int]] | None = None,
+               vmodes: Sequence[int] | None = None) -> bytes:
+        """``vmodes``: the value modes to try (default all; ``(0,)``: the single categorical model only)."""
         s = _check_symbols(symbols, alphabet_size)
         n = s.size
         if n == 0:
@@ -237,13 +377,37 @@ class ContextCodec(Codec):
         vals = s[sig]
         first = int(vals.min())
         span = int(vals.max()) - first
-        head = encode_varint(1 + scheme) + encode_varint(z)
+        head0 = encode_varint(z)
         if scheme in _STRIDED:
-            head += encode_varint(stride)
-        head += encode_varint(first) + encode_varint(span)
-        ranks, m = self._ranks(vals, z, first, span)
-        full = _encode_stream(flags, flag_counts, ranks, m)
-        return head + _strip_last_word(full)
+            head0 += encode_varint(stride)
+        head0 += encode_varint(first) + encode_varint(span)
+        if vmodes is None:
+            vmodes = range(len(_VMODES) + 1)
+        vmodes = sorted({int(v) for v in vmodes})
+        if not vmodes or not all(0 <= v <= len(_VMODES) for v in vmodes):
+            raise ValueError(f"context: vmodes must be a non-empty subset of 0..{len(_VMODES)}")
+        best_v = None
+        if 0 in vmodes:  # value model 0: one adaptive categorical model over the band (the old coding)
+            ranks, m = self._ranks(vals, z, first, span)
+            best_v = (_strip_last_word(_encode_stream(flags, flag_counts, ranks, m)), 0)
+        # value modes 1..: binarised levels; exact sizes of the two cheapest by ideal length
+        levels = vals - z
+        positions = np.flatnonzero(sig)
+        nneg, npos = max(0, z - first), max(0, first + span - z)
+        est = []
+        for vm in (v for v in vmodes if v):
+            vb, vr, rem, rm = _bin_encode_parts(levels, positions, n, vm, nneg, npos)
+            bits = _bits(vr, vb) if vb.size else 0.0
+            if rm > 1 and rem.size:
+                bits += sum(_bits(c, rem[a : a + len(c)]) for a, c in _value_count_chunks(rem, rm))
+            est.append((bits, vm, vb, vr, rem, rm))
+        est.sort(key=lambda e: e[0])
+        for _, vm, vb, vr, rem, rm in est[:2]:
+            code = _strip_last_word(_encode_stream(flags, flag_counts, rem, rm, vb, vr))
+            if best_v is None or len(code) < len(best_v[0]):
+                best_v = (code, vm)
+        code, vm = best_v
+        return encode_varint(1 + scheme + _N_CFG * vm) + head0 + code
 
     @staticmethod
     def _ranks(vals: np.ndarray, z: int, first: int, span: int) -> tuple[np.ndarray, int]:
@@ -265,12 +429,15 @@ class ContextCodec(Codec):
                 raise CodecError("context: non-empty payload for n = 0")
             return np.zeros(0, dtype=np.int64)
         r = ByteReader(payload, CodecError, "context payload")
-        cfg = r.varint(len(SCHEMES), "scheme")
+        cfg = r.varint(_N_CFG * (len(_VMODES) + 1) - 1, "scheme")
         z = r.varint(alphabet_size - 1, "most frequent symbol")
         if cfg == 0:
             r.expect_end()
             return np.full(n, z, dtype=np.int64)
-        scheme = cfg - 1
+        if cfg % _N_CFG == 0:
+            raise CodecError("context: invalid configuration")
+        scheme = cfg % _N_CFG - 1
+        vmode = cfg // _N_CFG
         stride = r.varint(min(n, _MAX_STRIDE), "stride") if scheme in _STRIDED else 0
         if scheme in _STRIDED and stride == 0:
             raise CodecError("context: stride 0")
@@ -281,36 +448,75 @@ class ContextCodec(Codec):
             raise CodecError("context: the significant band holds only the most frequent symbol")
         coded = r.take(r.remaining)
         words = _words_from_bytes(coded)
+        nneg, npos = max(0, z - first), max(0, first + span - z)
+        vb = vr = None
         try:
             dec = constriction.stream.queue.RangeDecoder(words)
             flags, flag_counts = self._decode_flags(dec, n, scheme, stride)
             k = int(flags.sum())
-            ranks = self._decode_values(dec, k, m) if m > 1 else np.zeros(k, dtype=np.int64)
+            if k == 0:
+                raise CodecError("context: no significant symbol decoded for a non-trivial payload")
+            if vmode == 0:
+                ranks = self._decode_values(dec, k, m) if m > 1 else np.zeros(k, dtype=np.int64)
+            else:
+                positions = np.flatnonzero(flags)
+                levels, vb, vr, ranks, rm = self._decode_binarised(dec, positions, n, vmode, nneg, npos)
         except CodecError:
             raise
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except BaseException as exc:  # constriction raises ValueError / pyo3 PanicException
             raise CodecError(f"context: corrupted payload ({type(exc).__name__}: {exc})") from exc
-        if k == 0:
-            raise CodecError("context: no significant symbol decoded for a non-trivial payload")
         # Canonical check: the payload must be exactly what the encoder writes for these symbols
         # (detects truncation, trailing bytes and corruption that still decodes).
-        again = _strip_last_word(_encode_stream(flags, flag_counts, ranks, m))
+        if vmode == 0:
+            again = _strip_last_word(_encode_stream(flags, flag_counts, ranks, m))
+            vals = ranks + first
+            zo = z - first
+            if 0 <= zo <= span:
+                vals = vals + (ranks >= zo)
+        else:
+            vals = levels + z
+            if int(vals.min()) != first or int(vals.max()) != first + span:
+                raise CodecError("context: decoded values do not span the stored band")
+            again = _strip_last_word(_encode_stream(flags, flag_counts, ranks, rm, vb, vr))
         if again != coded:
             raise CodecError(
                 f"context: payload is not the encoding of the decoded symbols (truncated or corrupted; "
                 f"{len(coded)} code bytes, re-encoding gives {len(again)})"
             )
-        vals = ranks + first
-        zo = z - first
-        if 0 <= zo <= span:
-            vals = vals + (ranks >= zo)
         out = np.full(n, z, dtype=np.int64)
         out[flags.astype(bool)] = vals
-        if int(out.max()) >= alphabet_size:
+        if int(out.max()) >= alphabet_size or int(out.min()) < 0:
             raise CodecError("context: decoded symbol outside the alphabet")
         return out
+
+    @staticmethod
+    def _decode_binarised(dec, positions: np.ndarray, n: int, vmode: int, nneg: int, npos: int):
+        bc = _BinCoder(vmode, nneg, npos)
+        row = np.empty((1, 2), dtype=np.float64)
+        decode = dec.decode
+        fam = _FAMILY
+
+        def decode_bit(a0, a1):
+            row[0, 0] = a0
+            row[0, 1] = a1
+            return int(decode(fam, row)[0])
+
+        bits, rows, capped, need_rem = bc.run(positions.tolist(), n, decode_bit=decode_bit)
+        # re-derive the event rows exactly as the encoder does (for the canonical re-encoding)
+        levels = np.asarray(capped, dtype=np.int64)
+        need = np.asarray(need_rem, dtype=bool)
+        nr = int(need.sum())
+        rm = bc.rem_m
+        if nr:
+            rem = ContextCodec._decode_values(dec, nr, rm) if rm > 1 else np.zeros(nr, dtype=np.int64)
+            mag = np.abs(levels[need]) + rem  # capped = U + 1; a = U + 1 + r
+            levels[need] = np.where(levels[need] < 0, -mag, mag)
+        else:
+            rem = np.zeros(0, dtype=np.int64)
+        vb, vr, rem2, rm2 = _bin_encode_parts(levels, positions, n, vmode, nneg, npos)
+        return levels, vb, vr, rem, rm
 
     @staticmethod
     def _decode_flags(dec, n: int, scheme: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
