@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from metaq_utils.coding.codecs import CODECS, CodecError, codec_by_id, get_codec
-from metaq_utils.coding.context import ContextCodec, candidate_strides
+from metaq_utils.coding.codecs import encode_varint
+from metaq_utils.coding.context import FLAG_LIMITS, ContextCodec, candidate_strides
 from metaq_utils.coding.fileformat import (
     CompressedFileError,
     GroupSpec,
@@ -318,7 +319,7 @@ def test_binarised_corrupted_payloads_raise():
     rng = np.random.default_rng(3)
     x = _levels_stream(rng, 2000, 27, 0.3, 2.0)
     p = CTX.encode(x, 27, shapes=[(40, 50)], vmodes=(3,))
-    assert p[0] // 7 == 3
+    assert p[0] < 128 and p[0] // 7 % 7 == 3  # value mode 3 (any flag limit)
     assert np.array_equal(CTX.decode(p, 2000, 27), x)
     bad = [p[:-1], p[:-2], p[:-5], p[: len(p) // 2], p + b"\x00", p + b"\x01"]
     for i in range(0, len(p), max(1, len(p) // 40)):
@@ -339,7 +340,7 @@ def test_binarised_corrupted_payloads_raise():
         with pytest.raises(CodecError):
             CTX.decode(p[:-cut], 2000, 27)
     with pytest.raises(CodecError):
-        CTX.decode(bytes([7 * 7]) + p[1:], 2000, 27)  # value mode out of range
+        CTX.decode(encode_varint(7 * 7 * len(FLAG_LIMITS)) + p[1:], 2000, 27)  # cfg out of range
     with pytest.raises(CodecError):
         CTX.decode(bytes([7]) + p[1:], 2000, 27)  # cfg % 7 == 0
 
@@ -351,3 +352,19 @@ def test_binarised_lenet5_decode_fast():
     t0 = time.perf_counter()
     assert np.array_equal(CTX.decode(p, x.size, 27), x)
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_flag_limit_choice_round_trips():
+    """Every stored flag halving limit decodes (streams where fast adaptation wins pick a small one)."""
+    from metaq_utils.coding import context as cx
+
+    rng = np.random.default_rng(5)
+    seen = set()
+    for trial in range(12):
+        n = 4000
+        dens = np.repeat(rng.choice([0.02, 0.5], size=8), n // 8)  # drifting density
+        x = np.where(rng.random(n) < dens, rng.integers(1, 9, n), 0)
+        p = CTX.encode(x, 9, shapes=[(40, 100)])
+        seen.add(cx.ByteReader(p, CodecError, "t").varint(10**6, "cfg") // (7 * 7))
+        assert np.array_equal(CTX.decode(p, n, 9), x)
+    assert seen - {0}

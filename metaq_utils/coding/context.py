@@ -54,7 +54,9 @@ is stored in the payload, so decoding needs nothing but the payload, ``n`` and t
 
 Adaptive models (no table is stored): every symbol count starts at ``INIT = 1`` and grows by
 ``INC = 2`` after each coded symbol (a Krichevsky–Trofimov-like estimator: the prior weighs half
-an observation); when a model's total exceeds ``LIMIT`` (``2**13`` for flags, ``2**16`` for values)
+an observation); when a model's total exceeds ``LIMIT`` (for the significance flags one of
+``FLAG_LIMITS`` = 2**13, 2**8, 2**10, 2**6, chosen by the encoder with the scheme and stored in
+``cfg``; ``2**10`` for the binarised value flags, ``2**16`` for the categorical models)
 all its counts are halved, rounding up (``(c + 1) // 2``), so the models follow drifting
 statistics. The probabilities handed to ``Categorical`` are these integer counts as float64
 (exact), quantized by constriction identically on both sides.
@@ -62,8 +64,8 @@ statistics. The probabilities handed to ``Categorical`` are these integer counts
 Payload::
 
     varint cfg     0: every symbol equals z (nothing else but z follows);
-                   1 + scheme + 7 · value mode otherwise (payloads of the single-model coding,
-                   value mode 0, are unchanged)
+                   1 + scheme + 7 · (value mode + 7 · flag limit index) otherwise (value mode 0
+                   with flag limit 2**13 is exactly the earlier single-model payload)
     varint z
     [varint stride]           schemes 2 and 3
     varint first, varint span the band of significant symbols
@@ -98,7 +100,7 @@ from metaq_utils.coding.codecs import (
     encode_varint,
 )
 
-__all__ = ["ContextCodec", "INIT", "INC", "FLAG_LIMIT", "VALUE_LIMIT", "BIN_LIMIT", "SCHEMES", "candidate_strides"]
+__all__ = ["ContextCodec", "INIT", "INC", "FLAG_LIMIT", "FLAG_LIMITS", "VALUE_LIMIT", "BIN_LIMIT", "SCHEMES", "candidate_strides"]
 
 INIT = 1
 INC = 2
@@ -106,7 +108,8 @@ FLAG_LIMIT = 2**13
 VALUE_LIMIT = 2**16
 SCHEMES = (0, 1, 2, 3, 4, 5)
 _STRIDED = (2, 3, 4, 5)
-_N_CFG = len(SCHEMES) + 1  # cfg = 1 + scheme + _N_CFG · value mode
+_N_CFG = len(SCHEMES) + 1  # cfg = 1 + scheme + _N_CFG · (value mode + _N_VM · flag limit index)
+FLAG_LIMITS = (FLAG_LIMIT, 2**8, 2**10, 2**6)  # halving limits of the flag models the encoder tries
 _N_CTX = {0: 1, 1: 2, 2: 4, 3: 9, 4: 8, 5: 18}
 _LEVELS = {4: 1, 5: 2}  # schemes 4/5: cap of the column / row counts
 _MAX_STRIDE = 2**24
@@ -161,7 +164,7 @@ def _contexts(sig: np.ndarray, scheme: int, stride: int) -> np.ndarray:
     return shifted(1) + 2 * col + 2 * (cap + 1) * row
 
 
-def _flag_counts(sig: np.ndarray, ctx: np.ndarray, n_ctx: int) -> np.ndarray:
+def _flag_counts(sig: np.ndarray, ctx: np.ndarray, n_ctx: int, limit: int = FLAG_LIMIT) -> np.ndarray:
     """(n, 2) float64 causal counts [c(not significant), c(significant)] of each flag's context."""
     c0 = [INIT] * n_ctx
     c1 = [INIT] * n_ctx
@@ -176,7 +179,7 @@ def _flag_counts(sig: np.ndarray, ctx: np.ndarray, n_ctx: int) -> np.ndarray:
             a1 += INC
         else:
             a0 += INC
-        if a0 + a1 > FLAG_LIMIT:
+        if a0 + a1 > limit:
             a0, a1 = (a0 + 1) // 2, (a1 + 1) // 2
         c0[c], c1[c] = a0, a1
     out[:, 0] = rows0
@@ -216,6 +219,7 @@ def _bits(counts: np.ndarray, symbols: np.ndarray) -> float:
 # "left": min(|level(i-1)|, PC); "both": that and min(|previous significant level|, PC).
 _VMODES = (("left", 2, 14), ("left", 3, 14), ("both", 2, 14), ("both", 3, 14), ("left", 2, 4), ("both", 3, 4))
 BIN_LIMIT = 2**10
+_N_VM = len(_VMODES) + 1
 
 
 def _sgn3(level: int) -> int:
@@ -369,11 +373,13 @@ class ContextCodec(Codec):
         for scheme, stride in configs:
             if stride > min(n, _MAX_STRIDE):
                 continue
-            counts = _flag_counts(flags, _contexts(flags, scheme, stride), _N_CTX[scheme])
-            bits = _bits(counts, flags)
-            if best is None or bits < best[0]:
-                best = (bits, scheme, stride, counts)
-        _, scheme, stride, flag_counts = best
+            ctx = _contexts(flags, scheme, stride)
+            for li, limit in enumerate(FLAG_LIMITS):
+                counts = _flag_counts(flags, ctx, _N_CTX[scheme], limit)
+                bits = _bits(counts, flags) + 8 * (li > 1)  # index 2, 3: a 2-byte cfg varint
+                if best is None or bits < best[0]:
+                    best = (bits, scheme, stride, counts, li)
+        _, scheme, stride, flag_counts, li = best
         vals = s[sig]
         first = int(vals.min())
         span = int(vals.max()) - first
@@ -407,7 +413,7 @@ class ContextCodec(Codec):
             if best_v is None or len(code) < len(best_v[0]):
                 best_v = (code, vm)
         code, vm = best_v
-        return encode_varint(1 + scheme + _N_CFG * vm) + head0 + code
+        return encode_varint(1 + scheme + _N_CFG * (vm + _N_VM * li)) + head0 + code
 
     @staticmethod
     def _ranks(vals: np.ndarray, z: int, first: int, span: int) -> tuple[np.ndarray, int]:
@@ -429,7 +435,7 @@ class ContextCodec(Codec):
                 raise CodecError("context: non-empty payload for n = 0")
             return np.zeros(0, dtype=np.int64)
         r = ByteReader(payload, CodecError, "context payload")
-        cfg = r.varint(_N_CFG * (len(_VMODES) + 1) - 1, "scheme")
+        cfg = r.varint(_N_CFG * _N_VM * len(FLAG_LIMITS) - 1, "scheme")
         z = r.varint(alphabet_size - 1, "most frequent symbol")
         if cfg == 0:
             r.expect_end()
@@ -437,7 +443,8 @@ class ContextCodec(Codec):
         if cfg % _N_CFG == 0:
             raise CodecError("context: invalid configuration")
         scheme = cfg % _N_CFG - 1
-        vmode = cfg // _N_CFG
+        vmode = cfg // _N_CFG % _N_VM
+        limit = FLAG_LIMITS[cfg // (_N_CFG * _N_VM)]
         stride = r.varint(min(n, _MAX_STRIDE), "stride") if scheme in _STRIDED else 0
         if scheme in _STRIDED and stride == 0:
             raise CodecError("context: stride 0")
@@ -452,7 +459,7 @@ class ContextCodec(Codec):
         vb = vr = None
         try:
             dec = constriction.stream.queue.RangeDecoder(words)
-            flags, flag_counts = self._decode_flags(dec, n, scheme, stride)
+            flags, flag_counts = self._decode_flags(dec, n, scheme, stride, limit)
             k = int(flags.sum())
             if k == 0:
                 raise CodecError("context: no significant symbol decoded for a non-trivial payload")
@@ -519,7 +526,7 @@ class ContextCodec(Codec):
         return levels, vb, vr, rem, rm
 
     @staticmethod
-    def _decode_flags(dec, n: int, scheme: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    def _decode_flags(dec, n: int, scheme: int, stride: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
         n_ctx = _N_CTX[scheme]
         c0 = [INIT] * n_ctx
         c1 = [INIT] * n_ctx
@@ -563,7 +570,7 @@ class ContextCodec(Codec):
             else:
                 a0 += INC
             pos += 1
-            if a0 + a1 > FLAG_LIMIT:
+            if a0 + a1 > limit:
                 a0, a1 = (a0 + 1) // 2, (a1 + 1) // 2
             c0[c], c1[c] = a0, a1
         return np.asarray(sig[pad:], dtype=np.int64), counts
