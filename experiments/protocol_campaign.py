@@ -98,6 +98,9 @@ ANA_CONFIGS = {"ana_tern_lower_linear": dict(quantizer="ternary", shape="linear"
 ANA_EPOCHS = 16
 # LC: seed 003's two best LeNet-5 mixes, its μ schedule (see the module docstring), 5 epochs per L step
 # (the seed: 10).
+# our adjacent-zero variant (experiments/ours.py, run by experiments/ours_protocol.sh): λ values and epochs
+OURS_LAMS = ("5e-6", "1e-5", "2e-5")
+OURS_EPOCHS = 8
 LC_MIXES = ("conv-prune_fc-lowrank", "conv-prune_fc-quant")
 LC_MU0, LC_A, LC_STEPS, LC_EPOCHS_PER_STEP = 5e-5, 1.15, 30, 5
 
@@ -299,7 +302,26 @@ def budget_text(ctx: Ctx, method: str, arch: str = "lenet5") -> str:
         return (f"mu0 = 5e-5 (seed 003's 5e5, our units) x{LC_A:g}, {steps} LC steps x {e} ep "
                 f"L-step (SGD 0.05 x0.98/step); seed 003: 30 x 10 ep = 300 ep, this is "
                 f"{steps * e} ep ({300 / max(1, steps * e):g}x fewer); {dense}")
+    if method == "ours":
+        return (f"{OURS_EPOCHS} ep fine-tuning with the adjacent-bucket term (C = 15, zero-centred, alpha 0, "
+                f"Adam 5e-4 cosine, augmentation); C_Q in 3..151 (odd) chosen on validation; {dense}")
+    if method == "headline":
+        from metaq_utils.recipes.prune_quantize import RecipeConfig
+        c = RecipeConfig()
+        return (f"{c.prune_epochs} ep gradual pruning + {c.quant_epochs} ep straight-through quantization "
+                f"(Adam {c.prune_lr:g} / {c.quant_lr:g} cosine, augmentation, distillation from the dense reference); "
+                f"knobs chosen by an Optuna NSGA-II search on seed 0's validation accuracy and file size "
+                f"(experiments/headline_search.py); {dense}")
     raise ValueError(method)
+
+
+def ours_result(raw: dict, seed: int, codec: str = "range") -> dict:
+    """experiments/ours.py's result.json as a campaign result: the decoded ``codec`` file's
+    accuracies and size."""
+    row = next(r for r in raw["codecs"] if r["codec"] == codec)
+    return {"seed": seed, "selection": raw["selection"], "val_accuracy": row["decoded_val_accuracy"],
+            "test_accuracy": row["decoded_accuracy"], "file_bits": row["file_bits"], "n_params": 44426,
+            "C_Q": raw["selected"]["C_Q"], "history": raw["history"], "codec": codec}
 
 
 def _save_run(ctx: Ctx, out: Path, result, *, seed: int, config_name: str, method: str, arch: str, ref: dict,
@@ -593,10 +615,15 @@ def config_groups(ctx: Ctx) -> list[dict[str, Any]]:
     for mix in LC_MIXES:
         groups.append(dict(method="lc-mix", network="lenet5", folder="lc_mix", name=lc_name(mix),
                            budget=budget_text(ctx, "lc")))
+    for lam in OURS_LAMS:
+        groups.append(dict(method="ours-adjacent-zero", network="lenet5", folder="ours", name=f"adj_lam{lam}_e{OURS_EPOCHS}",
+                           budget=budget_text(ctx, "ours"), adapt=ours_result))
     for g in groups:
         g["run"] = f"protocol/{g['name']}"
         g["paths"] = [method_dir(ctx, g["folder"], g["name"], s) / "result.json" for s in SEEDS]
-        g["results"] = [read_json(p) for p in g["paths"] if p.exists()]
+        adapt = g.pop("adapt", None)
+        g["results"] = [adapt(read_json(p), s) if adapt else read_json(p)
+                        for s, p in zip(SEEDS, g["paths"]) if p.exists()]
     return groups
 
 
@@ -610,6 +637,9 @@ def notes_of(g: dict, results: list[dict]) -> str:
         s = f"INQ b={c['bits']}, fractions {'/'.join(f'{x:g}' for x in c['fractions'])}, range codec"
     elif g["method"] == "ana":
         s = f"ANA {c['quantizer']}, {c['shape']} {c['order']}, noise {c['noise_scale']:g}, range codec"
+    elif g["method"] == "ours-adjacent-zero":
+        s = (f"ours (not METaQ): adjacent-bucket entropy, lambda {g['name'].split('_lam')[1].split('_')[0]}, zero-centred grid, "
+             f"C_Q {'/'.join(str(r['C_Q']) for r in results)} chosen on validation, range codec")
     else:
         s = "LC " + ", ".join(f"{n.split('.')[0]} {v}" for n, v in results[0]["extra"]["describe"].items())
         if results[0]["extra"].get("ranks"):

@@ -73,14 +73,21 @@ class GradualPruning:
     """Training-loop regularizer (see :class:`metaq_utils.nn.training.Regularizer`): gradual
     magnitude pruning to per-tensor kept fractions ``keep`` over ``total_steps`` optimizer steps."""
 
-    def __init__(self, model: nn.Module, keep: Mapping[str, float], total_steps: int, *, every: int = 50) -> None:
+    def __init__(self, model: nn.Module, keep: Mapping[str, float], total_steps: int, *, every: int = 50,
+                 structure: float = 0.0, allocation: str = "fixed") -> None:
         bad = {n: k for n, k in keep.items() if not (0.0 < k <= 1.0)}
         if bad:
             raise ValueError(f"kept fractions must be in (0, 1], got {bad}")
         if every < 1 or total_steps < 0:
             raise ValueError(f"every must be >= 1 and total_steps >= 0 (got {every}, {total_steps})")
         params = _weights(model, keep)
+        if not structure >= 0:
+            raise ValueError(f"structure must be >= 0, got {structure}")
+        if allocation not in ("fixed", "lamp"):
+            raise ValueError(f"allocation must be 'fixed' or 'lamp', got {allocation!r}")
+        self.allocation = allocation
         self.keep = dict(keep)
+        self.structure = float(structure)
         self.total_steps = int(total_steps)
         self.every = int(every)
         self.t = 0
@@ -90,17 +97,71 @@ class GradualPruning:
         s = cubic_sparsity(t, self.total_steps, 1.0 - self.keep[name])
         return max(1, int(round(numel * (1.0 - s))))
 
+    def scores(self, p: torch.Tensor) -> torch.Tensor:
+        """Pruning score of each weight: ``|w_ij| · (‖row_i‖/mean)^γ · (‖col_j‖/mean)^γ`` on the
+        tensor viewed as (outputs, inputs·kernel) — with ``γ = structure`` > 0, weights of weak
+        neurons and weak inputs go first, so whole rows and columns empty out (cheap to code
+        with the context codec's row/column contexts); ``γ = 0``: plain magnitude."""
+        a = p.detach().abs()
+        if self.structure == 0.0 or a.dim() < 2:
+            return a
+        a2 = a.reshape(a.shape[0], -1)
+        rows = a2.norm(dim=1, keepdim=True)
+        cols = a2.norm(dim=0, keepdim=True)
+        rows = rows / rows.mean().clamp_min(1e-30)
+        cols = cols / cols.mean().clamp_min(1e-30)
+        return (a2 * rows.pow(self.structure) * cols.pow(self.structure)).reshape(a.shape)
+
+    @staticmethod
+    def lamp_scores(score: torch.Tensor) -> torch.Tensor:
+        """LAMP (Lee et al. 2021, eq. 2): ``s_u² / Σ_{v ≥ u} s_v²`` over the tensor's scores sorted
+        ascending (ties in index order); comparable across layers, so one global threshold
+        allocates the sparsity between them."""
+        flat = score.flatten().double() ** 2
+        order = torch.argsort(flat, stable=True)
+        sq = flat[order]
+        tail = torch.flip(torch.cumsum(torch.flip(sq, [0]), 0), [0])
+        out = torch.empty_like(flat)
+        out[order] = sq / tail.clamp_min(1e-300)
+        return out.view_as(score)
+
     @torch.no_grad()
     def update_masks(self, model: nn.Module) -> None:
+        if self.allocation == "lamp":
+            self._update_global(model)
+            return
         for n, p in _weights(model, self.keep).items():
             k = self.kept_count(n, p.numel(), self.t)
             if k >= p.numel():
                 continue
-            mag = (p.abs() * self.masks[n]).flatten()          # pruned weights never come back
+            mag = self.scores(p) * self.masks[n]                # pruned weights never come back
+            mag = mag.flatten()
             keep_idx = torch.topk(mag, k, sorted=False).indices
             m = torch.zeros(p.numel(), dtype=torch.bool)
             m[keep_idx] = True
             self.masks[n] = m.view_as(p) & self.masks[n]
+
+    def _update_global(self, model: nn.Module) -> None:
+        """LAMP allocation: the total kept count follows the schedule of the overall kept fraction
+        ``Σ keep_l n_l / Σ n_l``; each layer keeps its weights of largest LAMP score (a weight
+        already pruned scores 0 and stays pruned; every layer keeps at least one weight)."""
+        params = _weights(model, self.keep)
+        total = sum(p.numel() for p in params.values())
+        target = sum(self.keep[n] * p.numel() for n, p in params.items()) / total
+        s = cubic_sparsity(self.t, self.total_steps, 1.0 - target)
+        k = max(len(params), int(round(total * (1.0 - s))))
+        if k >= total:
+            return
+        scores = {n: self.lamp_scores(self.scores(p) * self.masks[n]) * self.masks[n] for n, p in params.items()}
+        flat = torch.cat([v.flatten() for v in scores.values()])
+        thr = torch.topk(flat, k, sorted=True).values[-1]
+        for n, v in scores.items():
+            m = (v >= thr) & self.masks[n]
+            if not m.any():
+                m = torch.zeros_like(m).flatten()
+                m[torch.argmax(v.flatten())] = True
+                m = m.view_as(v)
+            self.masks[n] = m
 
     def after_backward(self, model: nn.Module) -> None:
         for n, p in _weights(model, self.keep).items():
@@ -127,12 +188,13 @@ class GradualPruning:
         self.masks = {n: m.to(torch.bool) for n, m in state["masks"].items()}
 
     def config_dict(self) -> dict[str, Any]:
-        return {"gradual_pruning": {"keep": self.keep, "total_steps": self.total_steps, "every": self.every}}
+        return {"gradual_pruning": {"keep": self.keep, "total_steps": self.total_steps, "every": self.every,
+                                    "structure": self.structure, "allocation": self.allocation}}
 
 
 def layer_steps(model: nn.Module, step: float | Mapping[str, float], masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Δ per parameter: ``step · std`` of the layer's surviving weights (``step`` a number, or one
-    per weight tensor); a bias uses its layer's Δ. Δ is rounded to float32."""
+    per weight tensor); a bias uses its layer's Δ. Δ is rounded by :func:`short_float32`."""
     out: dict[str, float] = {}
     params = dict(model.named_parameters())
     for n, p in params.items():
@@ -146,8 +208,18 @@ def layer_steps(model: nn.Module, step: float | Mapping[str, float], masks: Mapp
         s = step[wname] if isinstance(step, Mapping) else step
         if not (s > 0 and math.isfinite(s)):
             raise ValueError(f"the step multiplier of {wname} must be > 0 and finite, got {s}")
-        out[n] = float(np.float32(s * float(nz.float().std())))
+        out[n] = short_float32(s * float(nz.float().std()))
     return out
+
+
+def short_float32(x: float, bits: int = 12) -> float:
+    """``x`` rounded to a float32 with a ``bits``-bit significand, so that ``C·x/2`` is exactly
+    representable in float32 for every ``C < 2**(24 − bits)``: the file then stores the grid's
+    ``r`` as float32 (8 bytes for w0 and r, instead of 16 as float64)."""
+    if not (x > 0 and math.isfinite(x)):
+        raise ValueError(f"a step must be > 0 and finite, got {x}")
+    m, e = math.frexp(x)                       # x = m · 2**e, 0.5 <= m < 1
+    return float(np.float32(round(m * 2 ** bits) * 2.0 ** (e - bits)))
 
 
 class STEQuantizer:
@@ -269,6 +341,8 @@ class RecipeConfig:
     prune_end: float = 0.6               # fraction of stage 1's steps by which the final sparsity is reached
     prune_every: int = 50
     prune_lr: float = 5e-4
+    structure: float = 0.0               # γ of GradualPruning.scores (0: plain magnitude pruning)
+    allocation: str = "fixed"            # 'fixed': keep[l]·scale per layer; 'lamp': the same total, LAMP-allocated
     step: float = 0.5                    # Δ_l = step · std(surviving weights of l)
     quant_epochs: int = 6
     quant_lr: float = 1e-4
@@ -330,7 +404,8 @@ def run_recipe(dense_checkpoint: str | Path, data: MNISTTensors, config: RecipeC
     model = ck.build_model()
     keep = config.kept_fractions()
     pruner = GradualPruning(model, keep, int(config.prune_end * config.prune_epochs * steps_per_epoch),
-                            every=config.prune_every)
+                            every=config.prune_every, structure=config.structure,
+                            allocation=config.allocation)
     cfg1 = TrainConfig(arch=arch, epochs=config.prune_epochs, batch_size=config.batch_size, lr=config.prune_lr,
                        betas=(0.9, 0.999), augment=config.augment, seed=config.seed, lr_schedule="cosine")
     res1 = train(model, data, cfg1, regularizer=pruner, loss_fn=loss_fn, checkpoint_path=out / "prune_last.pt",
