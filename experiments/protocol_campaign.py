@@ -628,7 +628,7 @@ def config_groups(ctx: Ctx) -> list[dict[str, Any]]:
 
 
 def notes_of(g: dict, results: list[dict]) -> str:
-    c = results[0]["config"]
+    c = results[0].get("config", {})
     if g["method"] == "deep-compression":
         bits = f"fc {c['fc_bits']} bits" if g["network"] == "lenet300100" else f"conv {c['conv_bits']} / fc {c['fc_bits']} bits"
         dens = statistics.fmean(r["density"] for r in results)
