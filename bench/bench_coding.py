@@ -18,6 +18,9 @@ compressed files (.mtq, read with metaq_utils.coding.fileformat.read_compressed)
   ``est_file_bits`` = Σ its layer payloads + the overhead of our "context" file (same header and
   tables), i.e. what our container would weigh with DeepCABAC payloads; NNCodec's own NNR
   headers are not counted.
+* ``quant_best.pt`` checkpoints of a prune_quantize run (``result.json`` with per-parameter
+  ``steps`` next to them): our files use the recipe's groups instead (per-tensor zero-centred
+  ``Grid(0, CΔ/2, C)``, dense; bucket (C−1)/2 is 0.0) and NNCodec gets ``round(w/Δ)``.
 * ``.mtq`` inputs also report their original file size (e.g. Deep Compression's sparse
   gap/value Huffman file).
 
@@ -95,6 +98,27 @@ def load_tensors(path: str):
     return ck.arch, names, tensors, getattr(ck, "grid", None), None
 
 
+def recipe_steps(path: str):
+    """Per-parameter quantization steps of a prune_quantize run (``result.json`` next to a
+    ``quant_best.pt``), or None."""
+    rj = Path(path).parent / "result.json"
+    if not path.endswith(".pt") or not rj.exists():
+        return None
+    with open(rj) as f:
+        steps = json.load(f).get("steps")
+    return steps or None
+
+
+def grid_groups(names, tensors, steps, codec: str):
+    """The recipe's file groups (metaq_utils.recipes.prune_quantize.file_groups without building the
+    module): one dense group per tensor on its zero-centred grid Grid(0, CΔ/2, C)."""
+    from metaq_utils.coding.fileformat import GroupSpec
+    from metaq_utils.recipes.prune_quantize import tensor_grid
+
+    return [GroupSpec(tensors=(i,), codebook=tensor_grid(t, steps[n]), mode="dense", codec=codec)
+            for i, (n, t) in enumerate(zip(names, tensors))]
+
+
 def integers_for(t: np.ndarray, grid) -> tuple[np.ndarray, str]:
     """Signed integer levels (zero at 0) that reproduce ``t`` with a per-layer step/codebook."""
     if isinstance(grid, dict):
@@ -130,9 +154,15 @@ def bench_model(path: str, codecs: list[str], nnc_python: str | None) -> dict:
            "layers": names, "codecs": {}}
     if orig_bits is not None:
         res["original_file_bits"] = orig_bits
+    steps = recipe_steps(path)
+    if steps is not None:
+        res["groups"] = "recipe grid (zero-centred Grid(0, C*step/2, C) per tensor, dense)"
+        res["steps"] = [steps[n] for n in names]
     for name in codecs:
         t0 = time.perf_counter()
-        rt = round_trip(arch, tensors, per_layer_table_groups(tensors, codec=name), preprocessing=None)
+        groups = (per_layer_table_groups(tensors, codec=name) if steps is None
+                  else grid_groups(names, tensors, steps, name))
+        rt = round_trip(arch, tensors, groups, preprocessing=None)
         dt = time.perf_counter() - t0
         rt.check(names)
         res["codecs"][name] = {
@@ -143,7 +173,12 @@ def bench_model(path: str, codecs: list[str], nnc_python: str | None) -> dict:
             "encode_decode_s": round(dt, 3),
         }
     ints, kinds = [], []
-    for t in tensors:
+    for n, t in zip(names, tensors):
+        if steps is not None:
+            k = np.rint(t.astype(np.float64) / steps[n]).astype(np.int32)
+            ints.append(k.reshape(t.shape))
+            kinds.append("round(w/step)")
+            continue
         k, kind = integers_for(t, grid)
         ints.append(k.reshape(t.shape))
         kinds.append(kind)
