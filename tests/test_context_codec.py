@@ -368,3 +368,23 @@ def test_flag_limit_choice_round_trips():
         seen.add(cx.ByteReader(p, CodecError, "t").varint(10**6, "cfg") // (7 * 7))
         assert np.array_equal(CTX.decode(p, n, 9), x)
     assert seen - {0}
+
+
+def test_raw_packing_for_tiny_streams():
+    from metaq_utils.coding.context import RAW_CFG
+
+    x = np.array([3, 0, 5, 1, 4, 2])  # a 6-value bias with its own 6-entry table
+    p = CTX.encode(x, 6)
+    assert p[0] == RAW_CFG and len(p) == 1 + 3  # 6 × 3 bits
+    assert np.array_equal(CTX.decode(p, 6, 6), x)
+    for q in (p[:-1], p + b"\x00", p[:-1] + bytes([p[-1] | 1])):  # length / padding bits
+        with pytest.raises(CodecError):
+            CTX.decode(q, 6, 6)
+    with pytest.raises(CodecError):
+        CTX.decode(bytes([RAW_CFG]) + b"\xff\xff\xff", 6, 6)  # 7 >= alphabet
+    rng = np.random.default_rng(9)
+    for _ in range(200):
+        a = int(rng.integers(2, 300))
+        x = rng.integers(0, a, int(rng.integers(1, 12)))
+        p = CTX.encode(x, a)
+        assert np.array_equal(CTX.decode(p, x.size, a), x)

@@ -65,7 +65,10 @@ Payload::
 
     varint cfg     0: every symbol equals z (nothing else but z follows);
                    1 + scheme + 7 · (value mode + 7 · flag limit index) otherwise (value mode 0
-                   with flag limit 2**13 is exactly the earlier single-model payload)
+                   with flag limit 2**13 is exactly the earlier single-model payload);
+                   7 (RAW_CFG): raw packing, only ``ceil(n·w/8)`` bytes follow: the symbols as
+                   w = bit_length(alphabet_size − 1)-bit big-endian fields, zero padding (chosen
+                   when strictly shorter, e.g. a small bias vector; nothing below follows)
     varint z
     [varint stride]           schemes 2 and 3
     varint first, varint span the band of significant symbols
@@ -110,6 +113,7 @@ SCHEMES = (0, 1, 2, 3, 4, 5)
 _STRIDED = (2, 3, 4, 5)
 _N_CFG = len(SCHEMES) + 1  # cfg = 1 + scheme + _N_CFG · (value mode + _N_VM · flag limit index)
 FLAG_LIMITS = (FLAG_LIMIT, 2**8, 2**10, 2**6)  # halving limits of the flag models the encoder tries
+RAW_CFG = 7  # cfg ≡ 0 (mod 7) is no scheme: 7 marks the raw fixed-width packing
 _N_CTX = {0: 1, 1: 2, 2: 4, 3: 9, 4: 8, 5: 18}
 _LEVELS = {4: 1, 5: 2}  # schemes 4/5: cap of the column / row counts
 _MAX_STRIDE = 2**24
@@ -358,8 +362,19 @@ class ContextCodec(Codec):
 
     def encode(self, symbols, alphabet_size, *, shapes: Sequence[Sequence[int]] | None = None,
                vmodes: Sequence[int] | None = None) -> bytes:
-        """``vmodes``: the value modes to try (default all; ``(0,)``: the single categorical model only)."""
+        """``vmodes``: the value modes to try (default all; ``(0,)``: the single categorical model
+        only). A short stream may come out as the raw fixed-width packing (``cfg = RAW_CFG``) when
+        that is strictly smaller."""
         s = _check_symbols(symbols, alphabet_size)
+        out = self._encode_coded(s, shapes, vmodes)
+        if out and out[0] != 0 and alphabet_size >= 2:
+            w = (int(alphabet_size) - 1).bit_length()
+            if 1 + (s.size * w + 7) // 8 < len(out):
+                bits = ((s[:, None] >> np.arange(w - 1, -1, -1)) & 1).astype(np.uint8).ravel()
+                return encode_varint(RAW_CFG) + np.packbits(bits).tobytes()
+        return out
+
+    def _encode_coded(self, s: np.ndarray, shapes, vmodes) -> bytes:
         n = s.size
         if n == 0:
             return b""
@@ -436,6 +451,8 @@ class ContextCodec(Codec):
             return np.zeros(0, dtype=np.int64)
         r = ByteReader(payload, CodecError, "context payload")
         cfg = r.varint(_N_CFG * _N_VM * len(FLAG_LIMITS) - 1, "scheme")
+        if cfg == RAW_CFG:
+            return self._decode_raw(r.take(r.remaining), n, alphabet_size)
         z = r.varint(alphabet_size - 1, "most frequent symbol")
         if cfg == 0:
             r.expect_end()
@@ -497,6 +514,21 @@ class ContextCodec(Codec):
         if int(out.max()) >= alphabet_size or int(out.min()) < 0:
             raise CodecError("context: decoded symbol outside the alphabet")
         return out
+
+    @staticmethod
+    def _decode_raw(data: bytes, n: int, alphabet_size: int) -> np.ndarray:
+        if alphabet_size < 2:
+            raise CodecError("context: raw packing needs an alphabet of at least 2 symbols")
+        w = (int(alphabet_size) - 1).bit_length()
+        if len(data) != (n * w + 7) // 8:
+            raise CodecError(f"context: raw packing of {n} symbols needs {(n * w + 7) // 8} bytes, got {len(data)}")
+        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+        if bits[n * w :].any():
+            raise CodecError("context: non-zero padding bits in a raw packing")
+        out = (bits[: n * w].reshape(n, w).astype(np.int64) << np.arange(w - 1, -1, -1)).sum(axis=1)
+        if int(out.max()) >= alphabet_size:
+            raise CodecError("context: decoded symbol outside the alphabet")
+        return out.astype(np.int64)
 
     @staticmethod
     def _decode_binarised(dec, positions: np.ndarray, n: int, vmode: int, nneg: int, npos: int):
