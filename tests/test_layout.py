@@ -4,7 +4,7 @@ nothing in the repository imports through.
 
 Layers, bottom to top (README, "What is here"):
 
-    store < core < quant < coding < nn < studies, baselines < the top-level modules
+    store < core < quant < coding < nn < studies, baselines, recipes < the top-level modules
 
 Imports are read with ``ast`` (every ``import``, also those inside functions), so a lazy import
 counts like any other.
