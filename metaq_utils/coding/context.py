@@ -76,8 +76,10 @@ Payload::
                               the value mode's binary events, then its categorical symbols
 
 ``n == 0`` encodes to the empty payload. The decoder re-encodes what it decoded and requires the
-identical bytes, so any truncated, extended or corrupted payload raises :class:`CodecError`
-(a payload is accepted iff it is exactly what the encoder writes for the decoded symbols).
+identical bytes (the raw packing: exact length, zero padding, symbols in the alphabet), so any
+truncated, extended or corrupted payload raises :class:`CodecError` (a payload is accepted iff
+it is exactly the encoding of the decoded symbols under its stored configuration -- scheme,
+stride, flag limit, value mode -- which the encoder chooses as the shortest).
 
 Speed: encoding and decoding are Python loops over the symbols with one constriction call per
 decoded symbol, about 2–4 µs per symbol (LeNet-5's 44,426 weights: well under a second).
