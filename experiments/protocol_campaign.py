@@ -42,7 +42,6 @@ import argparse
 import dataclasses
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -60,6 +59,7 @@ from metaq_utils.nn.checkpoints import CheckpointError, atomic_write_bytes, load
 from metaq_utils.nn.data import MNISTTensors, load_mnist
 from metaq_utils.nn.networks import EXPECTED_PARAMETERS
 from metaq_utils.nn.training import TrainConfig, evaluate, make_model, train
+from metaq_utils.store.claims import ClaimDir
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -495,20 +495,15 @@ def jobs(ctx: Ctx) -> list[Job]:
     return out
 
 
-def _alive(pid: int, host: str) -> bool:
-    if host != socket.gethostname():
-        return True                      # another machine's claim: assume it is alive
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+CLAIMS = "claims"          # ctx.state / CLAIMS: one claim file per job (metaq_utils.store.claims)
+
+
+def _claims(ctx: Ctx) -> ClaimDir:
+    return ClaimDir(ctx.state / CLAIMS)
 
 
 def _claim_path(ctx: Ctx, job: Job) -> Path:
-    return ctx.state / "claims" / (job.id.replace(":", "_") + ".claim")
+    return _claims(ctx).path(job.id)
 
 
 def _failed_path(ctx: Ctx, job: Job) -> Path:
@@ -516,32 +511,13 @@ def _failed_path(ctx: Ctx, job: Job) -> Path:
 
 
 def claimed_by_other(ctx: Ctx, job: Job) -> bool:
-    p = _claim_path(ctx, job)
-    if not p.exists():
-        return False
-    try:
-        c = read_json(p)
-    except (OSError, ValueError):
-        return True                      # being written
-    if c["pid"] == os.getpid() and c["host"] == socket.gethostname():
-        return False
-    if _alive(c["pid"], c["host"]):
-        return True
-    p.unlink(missing_ok=True)            # a dead worker's claim
-    return False
+    """Whether another live worker holds ``job``; a dead worker's claim is removed."""
+    return _claims(ctx).claimed_by_other(job.id)
 
 
 def claim(ctx: Ctx, job: Job, worker: str) -> bool:
-    p = _claim_path(ctx, job)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    claimed_by_other(ctx, job)           # clears a stale claim
-    try:
-        fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as f:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "worker": worker, "since": time.time()}, f)
-    return True
+    """Claim ``job`` for ``worker`` (atomically; a dead worker's claim is taken over)."""
+    return _claims(ctx).claim(job.id, worker)
 
 
 def job_state(ctx: Ctx, job: Job) -> str:
@@ -590,7 +566,7 @@ def run_worker(ctx: Ctx, worker: str, retry_failed: bool, only: list[str] | None
             write_json(_failed_path(ctx, job), {"job": job.id, "error": f"{type(e).__name__}: {e}",
                                                 "traceback": traceback.format_exc(), "time": time.time()})
         finally:
-            _claim_path(ctx, job).unlink(missing_ok=True)
+            _claims(ctx).release(job.id)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ epoch and the final epoch), ≥ 3 seeds.
 
 Runs are split between workers by index (run i goes to worker i mod W), one torch thread each, so
 two workers use the two cores; a second process on the same share (``--reverse``) takes its runs from
-the end. A process claims a run (``.claim`` with its pid) before starting it; a claim whose process
-is gone is taken over. Each run writes ``runs/<campaign>/<run>/``: ``last.pt`` (the
+the end. A process claims a run (``.claim`` with its pid and host, metaq_utils.store.claims) before
+starting it; a claim whose process is gone is taken over. Each run writes ``runs/<campaign>/<run>/``: ``last.pt`` (the
 resumable state after every epoch), ``best.pt`` (the validation-selected epoch), ``log.txt`` and,
 when finished, ``result.json``. A finished run (``result.json`` present) is skipped; an
 interrupted one resumes from ``last.pt`` and ends with the same weights as an uninterrupted run.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import replace
@@ -31,6 +30,7 @@ from metaq_utils.nn.data import load_mnist
 from metaq_utils.nn.regularizer import METaQConfig, METaQRegularizer
 from metaq_utils.nn.training import evaluate, make_model, train
 from metaq_utils.pipeline import THESIS_TRAIN_CONFIG
+from metaq_utils.store.claims import ClaimFile
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -53,26 +53,13 @@ def runs_for(campaign: str, epochs: int) -> list[tuple[str, int, dict, int]]:
     return [(f"{name}_seed{s}", s, kw, epochs) for s in SEEDS for name, kw in ABLATION.items()]
 
 
-def claim(out: Path) -> bool:
-    """Claim a run for this process (``out/.claim`` created exclusively, holding our pid). A claim
-    whose process is gone is taken over (the run then resumes from ``last.pt``)."""
+def claim(out: Path, worker: str = "") -> bool:
+    """Claim a run for this process (``out/.claim``, created exclusively: a
+    :class:`metaq_utils.store.claims.ClaimFile` with our pid and host). A claim whose process is
+    gone is taken over (the run then resumes from ``last.pt``); so is a leftover claim file that
+    cannot be read (with a warning). The old pid-only claim files are read as claims of that pid."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / ".claim"
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-                os.kill(pid, 0)                  # raises if the claiming process is gone
-                return pid == os.getpid()
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                path.unlink(missing_ok=True)     # stale claim: take it over
-                continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
+    return ClaimFile(out / ".claim").claim(worker)
 
 
 def run_one(out: Path, seed: int, metaq_kw: dict, epochs: int, data, command: str) -> None:
@@ -138,7 +125,7 @@ def main(argv=None) -> int:
         if (out / "result.json").exists():
             print(f"[campaign] {name}: done, skipped", flush=True)
             continue
-        if not claim(out):
+        if not claim(out, f"w{a.worker}"):
             print(f"[campaign] {name}: claimed by another process, skipped", flush=True)
             continue
         print(f"[campaign] {name} ({ep} epochs) -> {out.relative_to(REPO)}", flush=True)

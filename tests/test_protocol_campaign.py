@@ -4,6 +4,7 @@ aggregate ≥ 3 seeds with their budget (no training here: the runs are faked)."
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,7 @@ def test_claims_live_and_dead_workers(pc, tmp_path):
     path = pc._claim_path(ctx, job)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        _write(path, {"pid": live.pid, "host": pc.socket.gethostname(), "worker": "other", "since": 0})
+        _write(path, {"pid": live.pid, "host": socket.gethostname(), "worker": "other", "since": 0})
         assert pc.job_state(ctx, job) == "running"
     finally:
         live.kill()
