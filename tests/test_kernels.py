@@ -325,3 +325,38 @@ def test_fista_solver_object_equals_solve_dual_and_warm_starts(xi_return):
     assert e.value.index == 3
     with pytest.raises(ValueError, match="xi must have shape"):
         solver.restart(np.zeros(5))
+
+
+def test_fista_solver_writes_into_the_callers_buffers_and_checks_them():
+    """index_out / table_out: the solver uses the caller's buffers as given (the same floats as its
+    own, entry C − 1 of the table untouched), and a buffer of the wrong shape or dtype is refused."""
+    from metaq_utils.core.dual import FistaSolver, index_dtype_for
+    rng = np.random.default_rng(11)
+    grid = Grid(-0.11, 1.114, 6)
+    w = rng.normal(0.2, 0.4, 3000)
+    xi0 = rng.normal(12, 2, 6)
+    index = np.empty(w.size, dtype=index_dtype_for(grid.C))
+    table = np.zeros(grid.C)
+    table[-1] = -0.0
+    own = FistaSolver(grid, w.size, xi0, zeta=40.0)
+    given = FistaSolver(grid, w.size, xi0, zeta=40.0, index_out=index, table_out=table)
+    assert given.index is index and given.table is table
+    a, b = np.empty(w.size), np.empty(w.size)
+    for _ in range(2):
+        assert own.step(w, 0.5, a) == given.step(w, 0.5, b)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(index, own.index)
+        np.testing.assert_array_equal(table[:-1], own.table[:-1])
+        assert math.copysign(1.0, table[-1]) == -1.0
+        np.testing.assert_array_equal(_kernels.gather(table, index, np.empty(w.size)), own.beta())
+    bad = [dict(index_out=np.empty(w.size - 1, dtype=index.dtype)),
+           dict(index_out=np.empty(w.size, dtype=np.int64)),
+           dict(index_out=np.empty(2 * w.size, dtype=index.dtype)[::2]),
+           dict(index_out=list(range(w.size))),
+           dict(table_out=np.zeros(grid.C + 1)),
+           dict(table_out=np.zeros(grid.C, dtype=np.float32)),
+           dict(table_out=np.zeros((1, grid.C)))]
+    for kw in bad:
+        name = next(iter(kw))
+        with pytest.raises(ValueError, match=f"{name} must be a writeable contiguous"):
+            FistaSolver(grid, w.size, xi0, **kw)

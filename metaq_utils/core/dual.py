@@ -609,6 +609,11 @@ def proximal_bundle(
 METHODS = ("dss", "fista", "pbm_thesis", "bundle")
 
 
+def _describe(a) -> str:
+    """``dtype shape`` of an array (for an error message), or the type of something else."""
+    return f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+
+
 class FistaSolver:
     """The warm-started FISTA solve of a training step as one object: it holds ξ, the buffers and
     the rules, and offers :meth:`step` — the O(n) pass, the 15 iterations and ``scale·β`` into the
@@ -617,11 +622,18 @@ class FistaSolver:
     The same floats as :func:`fista` on a :class:`DualOracle` followed by the β gather
     (``tests/test_kernels.py``); ``sort_xi`` and ``xi_return`` as there. ``xi`` is the warm start
     of the next :meth:`step` (the best evaluated point, or the last iterate).
+
+    ``index_out`` (contiguous, length n, dtype :func:`index_dtype_for` C) and ``table_out``
+    (contiguous float64, length C) may pass the caller's buffers for the interval index and the
+    per-interval slopes that :meth:`step` writes (as :class:`DualOracle`'s ``index_out``), so that the
+    caller reads β from them itself; they are used as given (``table_out``'s entry C − 1, which no
+    step writes, keeps its value). By default the solver allocates its own.
     """
 
     def __init__(self, grid: Grid, n: int, xi0: np.ndarray, *, iterations: int = 15, zeta: float = 1e5,
                  sort_xi: bool = False, xi_return: str = "best", c_lo: float = 0.01,
-                 c_hi: float | None = None, chunk: int = DEFAULT_CHUNK) -> None:
+                 c_hi: float | None = None, chunk: int = DEFAULT_CHUNK, index_out: np.ndarray | None = None,
+                 table_out: np.ndarray | None = None) -> None:
         if not isinstance(grid, Grid):
             raise TypeError(f"grid must be a metaq_utils.core.grid.Grid, got {type(grid).__name__}")
         if n < 1 or iterations < 1:
@@ -633,8 +645,21 @@ class FistaSolver:
         self.iterations, self.inv_zeta, self.sort_xi, self.chunk = int(iterations), 1.0 / zeta, bool(sort_xi), chunk
         self._ln_c = c_bounds(c_lo, c_hi, self.n)[2:]          # validates c_lo < c_hi too
         self.xi = self._check_xi(xi0)
-        self.index = np.empty(self.n, dtype=index_dtype_for(self.C))
-        self.table = np.zeros(self.C)          # the slope of every interval (entry C − 1 unused)
+        index_dtype = index_dtype_for(self.C)
+        if index_out is None:
+            index_out = np.empty(self.n, dtype=index_dtype)
+        elif (not isinstance(index_out, np.ndarray) or index_out.shape != (self.n,) or index_out.dtype != index_dtype
+              or not index_out.flags.c_contiguous or not index_out.flags.writeable):
+            raise ValueError(f"index_out must be a writeable contiguous {np.dtype(index_dtype).name} array of "
+                             f"shape ({self.n},), got {_describe(index_out)}")
+        if table_out is None:
+            table_out = np.zeros(self.C)
+        elif (not isinstance(table_out, np.ndarray) or table_out.shape != (self.C,) or table_out.dtype != np.float64
+              or not table_out.flags.c_contiguous or not table_out.flags.writeable):
+            raise ValueError(f"table_out must be a writeable contiguous float64 array of shape ({self.C},), "
+                             f"got {_describe(table_out)}")
+        self.index = index_out                 # the interval index of every weight (read by beta())
+        self.table = table_out                 # the slope of every interval (entry C − 1 unused, kept as given)
         self.points = np.empty((self.iterations, self.C))
         self.history = np.empty(self.iterations)
         self._xi_next = np.empty(self.C)

@@ -349,9 +349,8 @@ class METaQRegularizer:
         if self._fista is None:
             self._fista = FistaSolver(self.grid, self.n, cfg.initial_xi(self.n), iterations=cfg.iterations,
                                       zeta=cfg.zeta, sort_xi=cfg.variant == "sorted", xi_return=cfg.return_rule,
-                                      c_lo=cfg.c_lo, c_hi=cfg.c_hi)
-            self._fista.index = self._index             # one interval index, shared with last_beta
-            self._fista.table = self._table
+                                      c_lo=cfg.c_lo, c_hi=cfg.c_hi,
+                                      index_out=self._index, table_out=self._table)  # shared with last_beta
         # the warm start (kept in self.xi, so a loaded state resumes it), or the variant's first start
         self._fista.restart(self.xi if (cfg.warm_start and self.xi is not None) else cfg.initial_xi(self.n))
         try:
