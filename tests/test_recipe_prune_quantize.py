@@ -278,3 +278,44 @@ def test_short_float32_makes_the_grid_float32_exact():
     w = (np.arange(-3, 4, dtype=np.float64) * short_float32(0.0371)).astype(np.float32)
     g = tensor_grid(w, short_float32(0.0371))
     assert float(np.float32(g.r)) == g.r
+
+
+def test_run_recipe_end_to_end_and_resume(tmp_path, small_mnist):
+    """The three stages on a 2,048-image subset: the file decodes to the network that is reported,
+    the masks hold, every weight is a multiple of its step, and a second call resumes as finished."""
+    import json
+
+    from metaq_utils.nn.checkpoints import load_checkpoint, save_checkpoint
+    from metaq_utils.nn.training import TrainConfig, evaluate, train
+    from metaq_utils.pipeline import load_any
+    from metaq_utils.recipes.prune_quantize import run_recipe
+
+    torch.manual_seed(0)
+    dense = build_model("lenet5")
+    train(dense, small_mnist, TrainConfig(epochs=1, lr=2e-3, augment=False), progress=False)
+    save_checkpoint(tmp_path / "dense.pt", dense, "lenet5", config={"split": small_mnist.split})
+    cfg = RecipeConfig(density_scale=0.5, prune_epochs=2, quant_epochs=1, prune_every=5, step=0.6,
+                       allocation="lamp", codec="context")
+    out = tmp_path / "run"
+    res = run_recipe(tmp_path / "dense.pt", small_mnist, cfg, out, log=lambda m: None)
+    assert res["file_bits"] == 8 * (out / "model.mtq").stat().st_size
+    model, arch, bits, n = load_any(out / "model.mtq")
+    assert (arch, bits, n) == ("lenet5", res["file_bits"], 44426)
+    assert evaluate(model, small_mnist.val_x, small_mnist.val_y)["accuracy"] == res["val_accuracy"]
+    assert evaluate(model, small_mnist.test_x, small_mnist.test_y)["accuracy"] == res["test_accuracy"]
+    kept = RecipeConfig(density_scale=0.5).kept_fractions()
+    target = sum(kept[n_] * p.numel() for n_, p in model.named_parameters() if n_ in kept)
+    weights = {n_: p for n_, p in model.named_parameters() if n_.endswith("weight")}
+    assert sum(int((p != 0).sum()) for p in weights.values()) <= round(target) + 1
+    for name, p in model.named_parameters():
+        k = p.detach().double() / res["steps"][name]
+        assert torch.allclose(k, torch.round(k), atol=1e-4), name
+    decoded = load_checkpoint(out / "decoded.pt").build_model()
+    assert all(torch.equal(a, b) for a, b in zip(decoded.parameters(), model.parameters()))
+    again = run_recipe(tmp_path / "dense.pt", small_mnist, cfg, out, log=lambda m: None)
+    assert again["file_bits"] == res["file_bits"] and again["val_accuracy"] == res["val_accuracy"]
+    assert json.loads((out / "result.json").read_text())["recipe"]["allocation"] == "lamp"
+    with pytest.raises(ValueError, match="validation split"):
+        from metaq_utils.nn.data import MNISTTensors
+        bare = MNISTTensors(small_mnist.train_x, small_mnist.train_y, small_mnist.test_x, small_mnist.test_y)
+        run_recipe(tmp_path / "dense.pt", bare, cfg, tmp_path / "bare", log=lambda m: None)
