@@ -97,18 +97,35 @@ def cmd_search(args) -> None:
     s.optimize(objective, n_trials=remaining)
 
 
+def context_bits(trial_path: Path) -> int:
+    """The size of the trial's network written as the shipped file is (codec "context"); the
+    search itself scored range-coded files (a fixed codec while the context codec was improved)."""
+    from metaq_utils.coding.fileformat import encode_compressed
+    from metaq_utils.nn.checkpoints import load_checkpoint
+    from metaq_utils.recipes.prune_quantize import file_groups
+    model = load_checkpoint(trial_path / "quant_best.pt").build_model()
+    steps = json.loads((trial_path / "result.json").read_text())["steps"]
+    return 8 * len(encode_compressed("lenet5", [p.detach().numpy() for p in model.parameters()],
+                                     file_groups(model, steps, "context")))
+
+
 def completed(storage: str) -> list[dict]:
-    rows = []
+    rows, seen = [], set()
     for t in study(storage).trials:
         if t.state.name == "COMPLETE":
+            key = trial_dir(t.params).name
+            if key in seen:         # a retried trial (same parameters, resumed from the same folder)
+                continue
+            seen.add(key)
             rows.append({"number": t.number, **t.params, "val_accuracy": t.values[0], "file_bits": int(t.values[1]),
-                         **t.user_attrs})
+                         "context_bits": context_bits(REPO / t.user_attrs["dir"]), **t.user_attrs})
     return rows
 
 
 def choose(rows: list[dict]) -> dict | None:
+    """The smallest context-coded file among the trials whose validation accuracy reaches LEVEL."""
     ok = [r for r in rows if r["val_accuracy"] >= LEVEL]
-    return min(ok, key=lambda r: r["file_bits"]) if ok else None
+    return min(ok, key=lambda r: r["context_bits"]) if ok else None
 
 
 def cmd_front(args) -> None:
@@ -119,7 +136,7 @@ def cmd_front(args) -> None:
         best_acc = max(best_acc, r["val_accuracy"])
         knobs = " ".join(f"{k} {r[k]:.3g}" for k in SPACE)
         print(f"{'*' if front else ' '} #{r['number']:3d} {knobs}  density {r.get('weight_density', float('nan')):.4f}  "
-              f"val {100 * r['val_accuracy']:.2f} %  {r['file_bits']:,} bits")
+              f"val {100 * r['val_accuracy']:.2f} %  {r['file_bits']:,} bits (range), {r['context_bits']:,} (context)")
     c = choose(rows)
     print("chosen:", c)
 
@@ -187,17 +204,18 @@ def cmd_aggregate(args) -> None:
          f"## The search (Optuna NSGA-II, study `{STUDY}` in `runs/headline/search/study.sqlite3`; seed 0, "
          "validation only, the test set is not evaluated)", "",
          "Objectives: validation accuracy of the decoded file (max) and its size in bits (min), "
-         "range-coded during the search. Choice: the smallest file with validation accuracy ≥ "
-         f"{100 * LEVEL:g} %. `*`: on the Pareto front.", "",
-         "| trial | " + " | ".join(SPACE) + " | weight density | val acc (%) | file bits (range) |",
-         "|---:|" + "---:|" * len(SPACE) + "---:|---:|---:|"]
+         "range-coded during the search (a fixed codec while the context codec was being improved). "
+         "Choice: the smallest file written as shipped (context codec) among the trials with validation "
+         f"accuracy ≥ {100 * LEVEL:g} %. `*`: on the Pareto front (validation accuracy vs range bits).", "",
+         "| trial | " + " | ".join(SPACE) + " | weight density | val acc (%) | file bits (range) | file bits (context) |",
+         "|---:|" + "---:|" * len(SPACE) + "---:|---:|---:|---:|"]
     best_acc = -1.0
     for r in rows:
         front = r["val_accuracy"] > best_acc
         best_acc = max(best_acc, r["val_accuracy"])
         L.append(f"| {r['number']}{' *' if front else ''} | " + " | ".join(f"{r[k]:.3g}" for k in SPACE)
                  + f" | {100 * r.get('weight_density', float('nan')):.2f} % | {100 * r['val_accuracy']:.2f} | "
-                   f"{r['file_bits']:,} |")
+                   f"{r['file_bits']:,} | {r['context_bits']:,} |")
     L += ["", "## The chosen configuration on seeds 0, 1, 2 (each file decoded, the test set evaluated once)", "",
           "Knobs: " + ", ".join(f"{k} = {params[k]:.4g}" for k in SPACE), "",
           "| seed | weight density | val acc (%) | test acc (%) | file bits | ratio | run |", "|---:|---:|---:|---:|---:|---:|---|"]
