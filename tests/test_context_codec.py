@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from metaq_utils.coding.codecs import CODECS, CodecError, codec_by_id, get_codec
+from metaq_utils.coding.codecs import CODECS, ByteReader, CodecError, codec_by_id, get_codec
 from metaq_utils.coding.codecs import encode_varint
 from metaq_utils.coding.context import FLAG_LIMITS, ContextCodec, candidate_strides
 from metaq_utils.coding.fileformat import (
@@ -365,7 +365,7 @@ def test_flag_limit_choice_round_trips():
         dens = np.repeat(rng.choice([0.02, 0.5], size=8), n // 8)  # drifting density
         x = np.where(rng.random(n) < dens, rng.integers(1, 9, n), 0)
         p = CTX.encode(x, 9, shapes=[(40, 100)])
-        seen.add(cx.ByteReader(p, CodecError, "t").varint(10**6, "cfg") // (7 * 7))
+        seen.add(ByteReader(p, CodecError, "t").varint(10**6, "cfg") // (7 * 7))
         assert np.array_equal(CTX.decode(p, n, 9), x)
     assert seen - {0}
 

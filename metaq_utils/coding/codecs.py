@@ -233,6 +233,17 @@ def _check_decode_args(payload, n: int, alphabet_size: int) -> bytes:
     return bytes(payload)
 
 
+def _open_payload(name: str, payload, n: int, alphabet_size: int) -> "ByteReader | None":
+    """The common start of every ``decode``: check the arguments, refuse a non-empty payload for
+    ``n == 0`` (then return None: nothing to decode) and open a reader that raises CodecError."""
+    payload = _check_decode_args(payload, n, alphabet_size)
+    if n == 0:
+        if payload:
+            raise CodecError(f"{name}: non-empty payload for n = 0")
+        return None
+    return ByteReader(payload, CodecError, f"{name} payload")
+
+
 def _bitlength(x: int) -> int:
     return int(x).bit_length()
 
@@ -508,12 +519,9 @@ class HuffmanCodec(Codec):
         return head + _write_table(present, lengths, span) + _strip_last_word(_bytes_from_words(words))
 
     def decode(self, payload, n, alphabet_size):
-        payload = _check_decode_args(payload, n, alphabet_size)
-        if n == 0:
-            if payload:
-                raise CodecError("huffman: non-empty payload for n = 0")
+        reader = _open_payload("huffman", payload, n, alphabet_size)
+        if reader is None:
             return np.zeros(0, dtype=np.int64)
-        reader = ByteReader(payload, CodecError, "huffman payload")
         first, span = _read_band(reader, alphabet_size)
         if span == 0:
             reader.expect_end()
@@ -638,12 +646,9 @@ class RangeCodec(Codec):
         return head + table + coded
 
     def decode(self, payload, n, alphabet_size):
-        payload = _check_decode_args(payload, n, alphabet_size)
-        if n == 0:
-            if payload:
-                raise CodecError("range: non-empty payload for n = 0")
+        reader = _open_payload("range", payload, n, alphabet_size)
+        if reader is None:
             return np.zeros(0, dtype=np.int64)
-        reader = ByteReader(payload, CodecError, "range payload")
         first, span = _read_band(reader, alphabet_size)
         if span == 0:
             reader.expect_end()

@@ -94,12 +94,11 @@ import numpy as np
 import constriction
 
 from metaq_utils.coding.codecs import (
-    ByteReader,
     Codec,
     CodecError,
     _bytes_from_words,
-    _check_decode_args,
     _check_symbols,
+    _open_payload,
     _strip_last_word,
     _words_from_bytes,
     encode_varint,
@@ -446,12 +445,9 @@ class ContextCodec(Codec):
         return 8 * len(self.encode(symbols, alphabet_size, shapes=shapes))
 
     def decode(self, payload, n, alphabet_size):
-        payload = _check_decode_args(payload, n, alphabet_size)
-        if n == 0:
-            if payload:
-                raise CodecError("context: non-empty payload for n = 0")
+        r = _open_payload("context", payload, n, alphabet_size)
+        if r is None:
             return np.zeros(0, dtype=np.int64)
-        r = ByteReader(payload, CodecError, "context payload")
         cfg = r.varint(_N_CFG * _N_VM * len(FLAG_LIMITS) - 1, "scheme")
         if cfg == RAW_CFG:
             return self._decode_raw(r.take(r.remaining), n, alphabet_size)
