@@ -19,6 +19,9 @@ POINTS = [
     dict(density_scale=0.65, step=0.55, alpha=0.0, prune_lr=1.9e-3, quant_lr=8e-5),
     dict(density_scale=0.72, step=0.6, alpha=0.0, prune_lr=1.9e-3, quant_lr=8e-5),
     dict(density_scale=0.5, step=0.5, alpha=0.3, prune_lr=2e-3, quant_lr=6e-5),
+    # second batch, after the first of the above gave 98.96 % validation at 22,672 range bits
+    dict(density_scale=0.62, step=0.45, alpha=0.3, prune_lr=1.9e-3, quant_lr=6e-5),
+    dict(density_scale=0.58, step=0.45, alpha=0.0, prune_lr=2e-3, quant_lr=8e-5),
 ]
 
 if __name__ == "__main__":
