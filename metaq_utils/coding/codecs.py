@@ -233,6 +233,21 @@ def _check_decode_args(payload, n: int, alphabet_size: int) -> bytes:
     return bytes(payload)
 
 
+def _open_band(symbols, alphabet_size: int) -> tuple[bytes, np.ndarray | None, int]:
+    """The common start of a band codec's ``encode`` (Huffman, range): check the symbols and
+    write the band header ``varint first, varint span``. Returns ``(head, rel, span)`` with
+    ``rel = symbols − first``; ``rel`` is None when ``head`` is already the whole payload (no
+    symbols: ``b""``; one distinct symbol: the header alone)."""
+    s = _check_symbols(symbols, alphabet_size)
+    if s.size == 0:
+        return b"", None, 0
+    first, span = _band_header(s)
+    head = encode_varint(first) + encode_varint(span)
+    if span == 0:
+        return head, None, 0
+    return head, s - first, span
+
+
 def _open_payload(name: str, payload, n: int, alphabet_size: int) -> "ByteReader | None":
     """The common start of every ``decode``: check the arguments, refuse a non-empty payload for
     ``n == 0`` (then return None: nothing to decode) and open a reader that raises CodecError."""
@@ -495,19 +510,15 @@ class HuffmanCodec(Codec):
         return lengths
 
     def encode(self, symbols, alphabet_size):
-        s = _check_symbols(symbols, alphabet_size)
-        if s.size == 0:
-            return b""
-        first, span = _band_header(s)
-        head = encode_varint(first) + encode_varint(span)
-        if span == 0:
+        head, rel, span = _open_band(symbols, alphabet_size)
+        if rel is None:
             return head
-        counts = np.bincount(s - first, minlength=span + 1)
+        counts = np.bincount(rel, minlength=span + 1)
         present = np.flatnonzero(counts)
         lengths = self.code_lengths(counts[present])
         rank = np.zeros(span + 1, dtype=np.int64)
         rank[present] = np.arange(len(present))
-        ranks = rank[s - first]
+        ranks = rank[rel]
         tree = constriction.symbol.huffman.EncoderHuffmanTree(np.ldexp(1.0, -lengths))
         enc = constriction.symbol.QueueEncoder()
         for r in ranks.tolist():
@@ -615,14 +626,10 @@ class RangeCodec(Codec):
         return constriction.stream.model.Categorical(model_counts.astype(np.float64), perfect=False)
 
     def encode(self, symbols, alphabet_size):
-        s = _check_symbols(symbols, alphabet_size)
-        if s.size == 0:
-            return b""
-        first, span = _band_header(s)
-        head = encode_varint(first) + encode_varint(span)
-        if span == 0:
+        head, rel, span = _open_band(symbols, alphabet_size)
+        if rel is None:
             return head
-        counts = np.bincount(s - first, minlength=span + 1).astype(np.int64)
+        counts = np.bincount(rel, minlength=span + 1).astype(np.int64)
         present = np.flatnonzero(counts)
         best = None
         for m in range(0, _bitlength(int(counts.max()))):
@@ -634,7 +641,7 @@ class RangeCodec(Codec):
         _, table, rounded = best
         rank = np.zeros(span + 1, dtype=np.int64)
         rank[present] = np.arange(len(present))
-        ranks = rank[s - first].astype(np.int32)
+        ranks = rank[rel].astype(np.int32)
         model = self._model(rounded)
         enc = constriction.stream.queue.RangeEncoder()
         enc.encode(ranks, model)

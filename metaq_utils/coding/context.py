@@ -169,6 +169,30 @@ def _contexts(sig: np.ndarray, scheme: int, stride: int) -> np.ndarray:
     return shifted(1) + 2 * col + 2 * (cap + 1) * row
 
 
+def _adapt_bit(a0: int, a1: int, bit: int, limit: int) -> tuple[int, int]:
+    """The adaptive binary model's update after coding ``bit`` with counts ``(a0, a1)`` (the one
+    rule of the encoder's causal counts, the bin models and the decoder): the coded bit's count
+    grows by INC; above ``limit`` both halve, rounding up."""
+    if bit:
+        a1 += INC
+    else:
+        a0 += INC
+    if a0 + a1 > limit:
+        a0, a1 = (a0 + 1) // 2, (a1 + 1) // 2
+    return a0, a1
+
+
+def _adapt_value(cnt: np.ndarray, total: int, r: int) -> tuple[np.ndarray, int]:
+    """The adaptive value model's update after coding rank ``r`` (encoder and decoder): its count
+    grows by INC; above VALUE_LIMIT all counts halve, rounding up."""
+    cnt[r] += INC
+    total += INC
+    if total > VALUE_LIMIT:
+        cnt = (cnt + 1) // 2
+        total = int(cnt.sum())
+    return cnt, total
+
+
 def _flag_counts(sig: np.ndarray, ctx: np.ndarray, n_ctx: int, limit: int = FLAG_LIMIT) -> np.ndarray:
     """(n, 2) float64 causal counts [c(not significant), c(significant)] of each flag's context."""
     c0 = [INIT] * n_ctx
@@ -180,13 +204,7 @@ def _flag_counts(sig: np.ndarray, ctx: np.ndarray, n_ctx: int, limit: int = FLAG
         a0, a1 = c0[c], c1[c]
         rows0[i] = a0
         rows1[i] = a1
-        if b:
-            a1 += INC
-        else:
-            a0 += INC
-        if a0 + a1 > limit:
-            a0, a1 = (a0 + 1) // 2, (a1 + 1) // 2
-        c0[c], c1[c] = a0, a1
+        c0[c], c1[c] = _adapt_bit(a0, a1, b, limit)
     out[:, 0] = rows0
     out[:, 1] = rows1
     return out
@@ -204,11 +222,7 @@ def _value_count_chunks(ranks: np.ndarray, m: int):
         out = np.empty((len(part), m), dtype=np.float64)
         for i, r in enumerate(part):
             out[i] = cnt
-            cnt[r] += INC
-            total += INC
-            if total > VALUE_LIMIT:
-                cnt = (cnt + 1) // 2
-                total = int(cnt.sum())
+            cnt, total = _adapt_value(cnt, total, r)
         yield a, out
 
 
@@ -242,14 +256,7 @@ class _BinModel:
         return self.c0.get(c, INIT), self.c1.get(c, INIT)
 
     def update(self, c: int, a0: int, a1: int, bit: int) -> None:
-        if bit:
-            a1 += INC
-        else:
-            a0 += INC
-        if a0 + a1 > BIN_LIMIT:
-            a0, a1 = (a0 + 1) // 2, (a1 + 1) // 2
-        self.c0[c] = a0
-        self.c1[c] = a1
+        self.c0[c], self.c1[c] = _adapt_bit(a0, a1, bit, BIN_LIMIT)
 
 
 class _BinCoder:
@@ -590,19 +597,14 @@ class ContextCodec(Codec):
             row[0, 1] = a1
             b = int(decode(fam, row)[0])
             if b:
-                a1 += INC
                 sig[j] = 1
                 if cap:
                     if colc[pos] < cap:
                         colc[pos] += 1
                     if rowc < cap:
                         rowc += 1
-            else:
-                a0 += INC
             pos += 1
-            if a0 + a1 > limit:
-                a0, a1 = (a0 + 1) // 2, (a1 + 1) // 2
-            c0[c], c1[c] = a0, a1
+            c0[c], c1[c] = _adapt_bit(a0, a1, b, limit)
         return np.asarray(sig[pad:], dtype=np.int64), counts
 
     @staticmethod
@@ -617,11 +619,7 @@ class ContextCodec(Codec):
             row[0] = cnt
             r = int(decode(fam, row)[0])
             ranks[i] = r
-            cnt[r] += INC
-            total += INC
-            if total > VALUE_LIMIT:
-                cnt = (cnt + 1) // 2
-                total = int(cnt.sum())
+            cnt, total = _adapt_value(cnt, total, r)
         return ranks
 
 
