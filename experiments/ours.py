@@ -69,8 +69,7 @@ def main() -> None:
                 checkpoint_path=out / "last.pt", resume=True, select_on=args.select_on)
     history = list(res.history)
     if args.prune_epochs > 0:
-        from metaq_utils.baselines.deep_compression import FixedMasks
-        from metaq_utils.nn.training import CompositeRegularizer
+        from metaq_utils.nn.training import CompositeRegularizer, FixedMasks
         half = metaq.grid.delta / 2
         masks = {n: p.detach().abs() >= half for n, p in model.named_parameters() if n.endswith("weight")}
         with torch.no_grad():

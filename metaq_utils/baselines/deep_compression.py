@@ -59,7 +59,7 @@ from torch import nn
 
 from ..coding.fileformat import GroupSpec, encode_compressed, round_trip
 from ..nn.networks import count_parameters, model_from_compressed
-from ..nn.training import TrainConfig, train
+from ..nn.training import FixedMasks, TrainConfig, train  # FixedMasks: re-exported (Han 2015 §3)
 from ..store.paths import RUNS_DIR, resolve
 from .base import (BaselineConfig, BaselineMethod, BaselineRun, bias_group_spec,
                    prunable, read_results, stage_accuracy, weight_arrays)
@@ -155,39 +155,6 @@ def prune(model: nn.Module, thresholds: Mapping[str, float],
         p.masked_fill_(~keep, 0.0)          # +0.0 (a multiply by 0 would leave −0.0)
         out[name] = keep
     return out
-
-
-class FixedMasks:
-    """Training-loop regularizer that keeps pruned weights at exactly 0 (Han 2015 §3).
-
-    ``after_backward``: zero the gradients of pruned weights (called by :func:`train` before
-    ``optimizer.step()``); ``after_step``: re-apply the mask (called by :func:`train` after every
-    optimizer step)."""
-
-    def __init__(self, masks: Mapping[str, torch.Tensor]) -> None:
-        self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
-
-    def after_backward(self, model: nn.Module) -> None:
-        for name, p in model.named_parameters():
-            if name in self.masks and p.grad is not None:
-                p.grad.masked_fill_(~self.masks[name], 0.0)
-
-    @torch.no_grad()
-    def after_step(self, model: nn.Module) -> None:
-        for name, p in model.named_parameters():
-            if name in self.masks:
-                p.masked_fill_(~self.masks[name], 0.0)
-
-    def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
-        params = prunable(model)
-        nonzero = sum(int((params[n] != 0).sum()) for n in self.masks)
-        return {"density": nonzero / sum(params[n].numel() for n in self.masks)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"masks": {n: m.clone() for n, m in self.masks.items()}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.masks = {n: m.to(torch.bool) for n, m in state["masks"].items()}
 
 
 # ------------------------------------------------------------------------------------------------

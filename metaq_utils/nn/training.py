@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .data import MNISTTensors, iterate_batches, normalize
 from .networks import build_model
 
-__all__ = ["TrainConfig", "Regularizer", "CompositeRegularizer", "StopRule", "TrainResult", "make_model", "make_optimizer",
+__all__ = ["TrainConfig", "Regularizer", "CompositeRegularizer", "FixedMasks", "StopRule", "TrainResult", "make_model", "make_optimizer",
            "evaluate", "train", "init_uniform_", "SELECTIONS", "check_selection", "is_test_metric"]
 
 # Where a selection (best epoch, C_Q, λ, ...) is made; "test" only through an explicit option.
@@ -150,6 +150,40 @@ class CompositeRegularizer:
             raise ValueError(f"composite regularizer state has {len(state['parts'])} parts, expected {len(self.parts)}")
         for part, s in zip(self.parts, state["parts"]):
             part.load_state_dict(s)
+
+
+class FixedMasks:
+    """Training-loop regularizer that keeps pruned weights at exactly 0 (Han 2015 §3).
+
+    ``after_backward``: zero the gradients of pruned weights (called by :func:`train` before
+    ``optimizer.step()``); ``after_step``: re-apply the mask (called by :func:`train` after every
+    optimizer step). Deep Compression's retraining uses it as is; the headline recipe's gradual
+    pruning (:class:`metaq_utils.recipes.prune_quantize.GradualPruning`) re-draws the masks."""
+
+    def __init__(self, masks: Mapping[str, torch.Tensor]) -> None:
+        self.masks = {n: m.to(torch.bool) for n, m in masks.items()}
+
+    def after_backward(self, model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in self.masks and p.grad is not None:
+                p.grad.masked_fill_(~self.masks[name], 0.0)
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in self.masks:
+                p.masked_fill_(~self.masks[name], 0.0)
+
+    def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
+        params = dict(model.named_parameters())
+        nonzero = sum(int((params[n] != 0).sum()) for n in self.masks)
+        return {"density": nonzero / sum(params[n].numel() for n in self.masks)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": {n: m.clone() for n, m in self.masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.masks = {n: m.to(torch.bool) for n, m in state["masks"].items()}
 
 
 @dataclass(frozen=True)

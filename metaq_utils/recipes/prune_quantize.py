@@ -43,7 +43,8 @@ from metaq_utils.core.grid import Grid
 from metaq_utils.nn.checkpoints import load_checkpoint, save_checkpoint
 from metaq_utils.nn.data import MNISTTensors
 from metaq_utils.nn.networks import model_from_compressed
-from metaq_utils.nn.training import TrainConfig, evaluate, train
+from metaq_utils.nn.training import FixedMasks, TrainConfig, evaluate, train
+from metaq_utils.store.atomic import atomic_write_bytes
 
 __all__ = ["RecipeConfig", "GradualPruning", "STEQuantizer", "distillation_loss", "cubic_sparsity",
            "layer_steps", "file_groups", "run_recipe", "DEFAULT_KEEP"]
@@ -69,9 +70,11 @@ def _weights(model: nn.Module, names) -> dict[str, nn.Parameter]:
     return {n: params[n] for n in names}
 
 
-class GradualPruning:
+class GradualPruning(FixedMasks):
     """Training-loop regularizer (see :class:`metaq_utils.nn.training.Regularizer`): gradual
-    magnitude pruning to per-tensor kept fractions ``keep`` over ``total_steps`` optimizer steps."""
+    magnitude pruning to per-tensor kept fractions ``keep`` over ``total_steps`` optimizer steps.
+    It is :class:`~metaq_utils.nn.training.FixedMasks` (gradients of pruned weights zeroed, the
+    mask re-applied after each step) whose masks are re-drawn on the schedule."""
 
     def __init__(self, model: nn.Module, keep: Mapping[str, float], total_steps: int, *, every: int = 50,
                  structure: float = 0.0, allocation: str = "fixed") -> None:
@@ -163,29 +166,24 @@ class GradualPruning:
                 m = m.view_as(v)
             self.masks[n] = m
 
-    def after_backward(self, model: nn.Module) -> None:
-        for n, p in _weights(model, self.keep).items():
-            if p.grad is not None:
-                p.grad.masked_fill_(~self.masks[n], 0.0)
-
     @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
         self.t += 1
         if self.t % self.every == 0 or self.t >= self.total_steps:
             self.update_masks(model)
-        for n, p in _weights(model, self.keep).items():
-            p.masked_fill_(~self.masks[n], 0.0)
+        super().after_step(model)
 
     def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
+        """The density of the masks (FixedMasks counts the non-zero weights instead)."""
         kept = sum(int(m.sum()) for m in self.masks.values())
         return {"density": kept / sum(m.numel() for m in self.masks.values())}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"t": self.t, "masks": {n: m.clone() for n, m in self.masks.items()}}
+        return {"t": self.t, **super().state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.t = int(state["t"])
-        self.masks = {n: m.to(torch.bool) for n, m in state["masks"].items()}
+        super().load_state_dict(state)
 
     def config_dict(self) -> dict[str, Any]:
         return {"gradual_pruning": {"keep": self.keep, "total_steps": self.total_steps, "every": self.every,
@@ -379,16 +377,13 @@ class RecipeConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    from metaq_utils.store.atomic import atomic_write_bytes
-    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
-
-
 def run_recipe(dense_checkpoint: str | Path, data: MNISTTensors, config: RecipeConfig, out_dir: str | Path, *,
-               evaluate_test: bool = True, progress: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+               evaluate_test: bool = True, progress: bool = False, log: Callable[[str], None] = print,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run the three stages from a dense LeNet-5 checkpoint into ``out_dir`` (resumable) and return
-    the result (also written to ``out_dir/result.json``): validation accuracy of the decoded file,
-    its size, and (``evaluate_test``) its test accuracy, evaluated once."""
+    the result (also written, atomically, to ``out_dir/result.json``, with the caller's ``extra``
+    entries such as the command): validation accuracy of the decoded file, its size, and
+    (``evaluate_test``) its test accuracy, evaluated once."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -428,7 +423,7 @@ def run_recipe(dense_checkpoint: str | Path, data: MNISTTensors, config: RecipeC
     tensors = [p.detach().numpy() for p in model.parameters()]
     groups = file_groups(model, steps, config.codec)
     path = out / "model.mtq"
-    write_compressed(path, arch, tensors, groups)
+    file_bits = write_compressed(path, arch, tensors, groups)
     dec_model = model_from_compressed(read_compressed(path))
     val = evaluate(dec_model, data.val_x, data.val_y)["accuracy"]
     n_params = sum(p.numel() for p in dec_model.parameters())
@@ -436,9 +431,9 @@ def run_recipe(dense_checkpoint: str | Path, data: MNISTTensors, config: RecipeC
     nonzero = sum(int((p != 0).sum()) for p in weights.values())
     result: dict[str, Any] = {
         "method": "ours-prune-ste", "arch": arch, "recipe": config.to_dict(), "dense_reference": str(dense_checkpoint),
-        "split": data.split, "selection": "validation", "file": path.name, "file_bits": 8 * path.stat().st_size,
-        "n_params": n_params, "bits_per_weight": 8 * path.stat().st_size / n_params,
-        "compression_ratio": 32 * n_params / (8 * path.stat().st_size),
+        "split": data.split, "selection": "validation", "file": path.name, "file_bits": file_bits,
+        "n_params": n_params, "bits_per_weight": file_bits / n_params,
+        "compression_ratio": 32 * n_params / file_bits,
         "weight_density": nonzero / sum(p.numel() for p in weights.values()),
         "steps": steps, "kept_fractions": keep, "val_accuracy": val,
         "best_quant_epoch": res2.best_epoch, "history": [{**r, "stage": "prune"} for r in res1.history]
@@ -447,7 +442,8 @@ def run_recipe(dense_checkpoint: str | Path, data: MNISTTensors, config: RecipeC
         result["test_accuracy"] = evaluate(dec_model, data.test_x, data.test_y)["accuracy"]
         result["accuracy"] = result["test_accuracy"]
     result["seconds"] = time.time() - t_start
-    _write_json(out / "result.json", result)
+    result.update(extra or {})
+    atomic_write_bytes(out / "result.json", (json.dumps(result, indent=1) + "\n").encode())
     save_checkpoint(out / "decoded.pt", dec_model, arch,
                     config={"recipe": config.to_dict(), "split": data.split, "selection": "validation",
                             "from_file": path.name, "dense_reference": str(dense_checkpoint)},
