@@ -3,7 +3,7 @@ a probe of a knob the search does not cover yet (e.g. ``structure``), into runs/
 
     python experiments/headline_probe.py --name g1_s0.7 --density-scale 0.7 --step 0.6 --alpha 0.5 --structure 1
 """
-import argparse, json, sys
+import argparse, sys
 from pathlib import Path
 import torch
 REPO = Path(__file__).resolve().parents[1]
@@ -21,7 +21,6 @@ a = ap.parse_args()
 torch.set_num_threads(a.threads)
 cfg = RecipeConfig(**{k: getattr(a, k) for k in RecipeConfig().to_dict() if hasattr(a, k) and k != "keep"})
 res = run_recipe(REPO / f"runs/dense_reference/protocol/lenet5/adam_cos_aug_seed{cfg.seed}/best.pt",
-                 load_mnist(REPO / "data"), cfg, REPO / "runs/headline/probes" / a.name, evaluate_test=False)
-res["command"] = "python experiments/headline_probe.py " + " ".join(sys.argv[1:])
-(REPO / "runs/headline/probes" / a.name / "result.json").write_text(json.dumps(res, indent=1) + "\n")
+                 load_mnist(REPO / "data"), cfg, REPO / "runs/headline/probes" / a.name, evaluate_test=False,
+                 extra={"command": "python experiments/headline_probe.py " + " ".join(sys.argv[1:])})
 print(f"{a.name}: val {100 * res['val_accuracy']:.2f} %, {res['file_bits']:,} bits, density {res['weight_density']:.4f}")

@@ -143,10 +143,7 @@ def cmd_front(args) -> None:
 
 def cmd_seeds(args) -> None:
     torch.set_num_threads(args.threads)
-    c = choose(completed(args.storage)) if args.params is None else json.loads(args.params)
-    if c is None:
-        raise SystemExit(f"no trial reaches validation accuracy {LEVEL}")
-    params = {k: c[k] for k in SPACE}
+    params = knobs(args)
     data = load_mnist(REPO / "data")
     out = SEEDS_DIR / trial_dir(params).name / f"seed{args.seed}"
     src = trial_dir(params)
@@ -159,16 +156,18 @@ def cmd_seeds(args) -> None:
             if (src / name).exists():
                 shutil.copyfile(src / name, out / name)
     res = run_recipe(REPO / DENSE.format(seed=args.seed), data, config_of(params, args.seed, args.codec), out,
-                     evaluate_test=True, log=lambda m: print(m, flush=True))
-    res["command"] = "python experiments/headline_search.py " + " ".join(sys.argv[1:])
-    res["chosen_params"] = params
-    (out / "result.json").write_text(json.dumps(res, indent=1) + "\n")
+                     evaluate_test=True, log=lambda m: print(m, flush=True),
+                     extra={"command": "python experiments/headline_search.py " + " ".join(sys.argv[1:]),
+                            "chosen_params": params})
     print(f"seed {args.seed}: val {100 * res['val_accuracy']:.2f} %, test {100 * res['test_accuracy']:.2f} %, "
           f"{res['file_bits']:,} bits", flush=True)
 
 
-def chosen_params(storage: str) -> dict:
-    c = choose(completed(storage))
+def knobs(args, rows: list[dict] | None = None) -> dict:
+    """The knobs a command works on: ``--params`` if given, else the validation choice among the
+    completed trials (``rows``, read from the study when not given)."""
+    c = json.loads(args.params) if args.params is not None else choose(
+        completed(args.storage) if rows is None else rows)
     if c is None:
         raise SystemExit(f"no trial reaches validation accuracy {LEVEL}")
     return {k: c[k] for k in SPACE}
@@ -193,9 +192,9 @@ def cmd_aggregate(args) -> None:
     """results/HEADLINE.md, the frontier row of the chosen configuration (3 seeds)."""
     from metaq_utils.frontier import aggregate_seeds, append_points
     from metaq_utils.store.atomic import atomic_write_bytes
-    params = chosen_params(args.storage) if args.params is None else json.loads(args.params)
+    rows = sorted(completed(args.storage), key=lambda r: r["file_bits"])     # read (and re-encoded) once
+    params = knobs(args, rows)
     res = seed_results(params)
-    rows = sorted(completed(args.storage), key=lambda r: r["file_bits"])
     pm = lambda xs, k=100, f=".2f": (f"{k * statistics.fmean(xs):{f}} ± {k * statistics.stdev(xs):{f}}"  # noqa: E731
                                      if len(xs) > 1 else f"{k * xs[0]:{f}}")
     L = ["# Headline recipe (issue 15): gradual pruning + straight-through quantization, distilled", "",
@@ -270,7 +269,7 @@ def cmd_ship(args) -> None:
     from metaq_utils.nn.training import evaluate
     from metaq_utils.pipeline import load_any
     from metaq_utils.store.atomic import atomic_write_bytes
-    params = chosen_params(args.storage) if args.params is None else json.loads(args.params)
+    params = knobs(args)
     res = seed_results(params)
     if len(res) < 3:
         raise SystemExit(f"only {len(res)} seed(s) finished")

@@ -305,13 +305,6 @@ def budget_text(ctx: Ctx, method: str, arch: str = "lenet5") -> str:
     if method == "ours":
         return (f"{OURS_EPOCHS} ep fine-tuning with the adjacent-bucket term (C = 15, zero-centred, alpha 0, "
                 f"Adam 5e-4 cosine, augmentation); C_Q in 3..151 (odd) chosen on validation; {dense}")
-    if method == "headline":
-        from metaq_utils.recipes.prune_quantize import RecipeConfig
-        c = RecipeConfig()
-        return (f"{c.prune_epochs} ep gradual pruning + {c.quant_epochs} ep straight-through quantization "
-                f"(Adam {c.prune_lr:g} / {c.quant_lr:g} cosine, augmentation, distillation from the dense reference); "
-                f"knobs chosen by an Optuna NSGA-II search on seed 0's validation accuracy and file size "
-                f"(experiments/headline_search.py); {dense}")
     raise ValueError(method)
 
 
@@ -320,7 +313,7 @@ def ours_result(raw: dict, seed: int, codec: str = "range") -> dict:
     accuracies and size."""
     row = next(r for r in raw["codecs"] if r["codec"] == codec)
     return {"seed": seed, "selection": raw["selection"], "val_accuracy": row["decoded_val_accuracy"],
-            "test_accuracy": row["decoded_accuracy"], "file_bits": row["file_bits"], "n_params": 44426,
+            "test_accuracy": row["decoded_accuracy"], "file_bits": row["file_bits"], "n_params": EXPECTED_PARAMETERS["lenet5"],
             "C_Q": raw["selected"]["C_Q"], "history": raw["history"], "codec": codec}
 
 
