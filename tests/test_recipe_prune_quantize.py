@@ -297,8 +297,9 @@ def test_run_recipe_end_to_end_and_resume(tmp_path, small_mnist):
     cfg = RecipeConfig(density_scale=0.5, prune_epochs=2, quant_epochs=1, prune_every=5, step=0.6,
                        allocation="lamp", codec="context")
     out = tmp_path / "run"
-    res = run_recipe(tmp_path / "dense.pt", small_mnist, cfg, out, log=lambda m: None)
+    res = run_recipe(tmp_path / "dense.pt", small_mnist, cfg, out, log=lambda m: None, extra={"command": "test"})
     assert res["file_bits"] == 8 * (out / "model.mtq").stat().st_size
+    assert json.loads((out / "result.json").read_text())["command"] == "test"
     model, arch, bits, n = load_any(out / "model.mtq")
     assert (arch, bits, n) == ("lenet5", res["file_bits"], 44426)
     assert evaluate(model, small_mnist.val_x, small_mnist.val_y)["accuracy"] == res["val_accuracy"]
