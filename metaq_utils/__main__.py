@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from .core.grid import THESIS_GRID_C, THESIS_GRID_R, THESIS_GRID_W0   # NumPy only: the CLI starts fast
+from .coding.architectures import known_architectures                      # torch-free
 
 __all__ = ["main"]
 
@@ -24,7 +25,7 @@ __all__ = ["main"]
 def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     from .nn.regularizer import VARIANTS
     g = p.add_argument_group("training (defaults: the thesis' best configuration, spec §3)")
-    g.add_argument("--arch", default="lenet5", choices=["lenet5", "lenet300100"])
+    g.add_argument("--arch", default="lenet5", choices=known_architectures())
     g.add_argument("--epochs", type=int, default=default_epochs)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--lr", type=float, default=7e-4)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from metaq_utils.coding.fileformat import encode_compressed, metaq_group, read_compressed
-from metaq_utils.coding.preprocessing import MNIST_MEAN, MNIST_STD, Preprocessing, preprocessing_for
+from metaq_utils.coding.architectures import preprocessing_for
+from metaq_utils.coding.preprocessing import MNIST_MEAN, MNIST_STD, Preprocessing
 from metaq_utils.core.grid import Grid
 from metaq_utils.nn import data as D
 from metaq_utils.nn.checkpoints import CheckpointError, load_checkpoint, save_checkpoint

@@ -82,7 +82,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from metaq_utils.coding.codecs import ByteReader, CodecError, codec_by_id, encode_varint, get_codec
-from metaq_utils.coding.preprocessing import Preprocessing, preprocessing_for
+from metaq_utils.coding.architectures import preprocessing_for
+from metaq_utils.coding.preprocessing import Preprocessing
 from metaq_utils.core.grid import Grid, check_finite
 from metaq_utils.quant.quantization import dequantize, nearest_indices, quantize_indices
 from metaq_utils.store.atomic import atomic_write_bytes
@@ -446,7 +447,7 @@ def encode_compressed(arch: str, tensors: Sequence, groups: GroupSpec | Sequence
     ``tensors``: the parameters in ``model.parameters()`` order (NumPy arrays or torch tensors,
     converted to float32). ``groups``: one :class:`GroupSpec` or a list covering every tensor
     exactly once. ``preprocessing``: the input normalisation to record — ``"arch"`` (default)
-    the architecture's (:func:`metaq_utils.coding.preprocessing.preprocessing_for`, none for a name
+    the architecture's (:func:`metaq_utils.coding.architectures.preprocessing_for`, none for a name
     not in its table), a :class:`Preprocessing`, or None. ``version``: 2, or 1 for the old
     layout (no preprocessing recorded; ``preprocessing`` is then ignored).
     ``ValueError`` for invalid inputs (NaN/inf weights, unknown codec, ...).

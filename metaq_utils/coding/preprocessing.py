@@ -6,7 +6,8 @@ The convention is one for the whole workspace: an *input image* has values in ``
 / 255), channels first; the network sees ``(x − mean_c) / std_c`` per channel ``c``.
 
 NumPy only (the coding layer reads and writes it); :class:`metaq_utils.nn.networks.Normalize` is the
-torch module that applies it.
+torch module that applies it. Which preprocessing each network expects is its entry in the registry,
+:mod:`metaq_utils.coding.architectures`.
 """
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Preprocessing", "MNIST_MEAN", "MNIST_STD", "MNIST_PREPROCESSING", "ARCH_PREPROCESSING",
-           "preprocessing_for"]
+__all__ = ["Preprocessing", "MNIST_MEAN", "MNIST_STD", "MNIST_PREPROCESSING"]
 
 # The MNIST training-set pixel mean and standard deviation (of values in [0, 1]): the numbers
 # metaq_utils.nn.data normalises with (it imports them from here).
@@ -74,14 +74,3 @@ class Preprocessing:
 
 
 MNIST_PREPROCESSING = Preprocessing("MNIST 28x28 grayscale in [0,1]", (MNIST_MEAN,), (MNIST_STD,))
-
-# The preprocessing each architecture of metaq_utils.nn.networks was trained with.
-ARCH_PREPROCESSING: dict[str, Preprocessing] = {
-    "lenet5": MNIST_PREPROCESSING,
-    "lenet300100": MNIST_PREPROCESSING,
-}
-
-
-def preprocessing_for(arch: str) -> Preprocessing | None:
-    """The registered preprocessing of an architecture, or None for a name not in the table."""
-    return ARCH_PREPROCESSING.get(arch)

@@ -1,7 +1,7 @@
 """The torch side: everything that holds a network (the only layer below the pipeline that imports torch):
 
 * :mod:`.data` — MNIST, offline-capable, with the fixed validation split;
-* :mod:`.networks` — LeNet-5, LeNet-300-100, rebuilding a network from a decoded file;
+* :mod:`.networks` — the network classes the registry (:mod:`metaq_utils.coding.architectures`) names, rebuilding a network from a decoded file;
 * :mod:`.checkpoints` — verified, atomic checkpoints (the only code that touches the model folders);
 * :mod:`.training` — the training loop and its regularizer protocol (``after_backward``, ``after_step``);
 * :mod:`.regularizer` — the METaQ entropy term as a gradient hook, on :mod:`metaq_utils.core.dual`;

@@ -35,7 +35,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..coding.preprocessing import Preprocessing, preprocessing_for
+from ..coding.architectures import preprocessing_for
+from ..coding.preprocessing import Preprocessing
 from ..core.grid import Grid
 from ..store.atomic import atomic_write_bytes
 from ..store.paths import AFTER_DIR, BEFORE_DIR, REPO_ROOT
@@ -109,7 +110,7 @@ class Checkpoint:
     @property
     def input_preprocessing(self) -> Preprocessing | None:
         """The recorded preprocessing, or for an older checkpoint that did not record one the
-        architecture's (:func:`metaq_utils.coding.preprocessing.preprocessing_for`)."""
+        architecture's (:func:`metaq_utils.coding.architectures.preprocessing_for`)."""
         if self.preprocessing is not None:
             return Preprocessing.from_dict(self.preprocessing)
         return preprocessing_for(self.arch)
@@ -131,7 +132,7 @@ def save_checkpoint(path: str | os.PathLike, model_or_state: torch.nn.Module | M
     The state dict is checked against ``arch`` (names, shapes, parameter count) and ``grid`` (a
     :class:`Grid` or its dict) is validated before anything is written, so a mismatched
     checkpoint is never produced. ``preprocessing``: the input the network expects — ``"arch"``
-    (default) the architecture's (:data:`metaq_utils.coding.preprocessing.ARCH_PREPROCESSING`), a
+    (default) the architecture's (:data:`metaq_utils.coding.architectures.REGISTRY`), a
     :class:`Preprocessing` or its dict, or None.
     """
     state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state

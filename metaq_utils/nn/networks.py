@@ -1,34 +1,35 @@
-"""The networks of the workspace.
+"""The networks of the workspace: their ``nn.Module`` classes, built through the registry.
 
-* ``lenet5`` — LeNet-5 exactly as the METaQ thesis uses it (spec §3): 28×28 input,
-  conv 1→6 5×5 (no padding), tanh, avg-pool 2; conv 6→16 5×5, tanh, avg-pool 2;
-  flatten 256; fc 256→120, tanh; fc 120→84, tanh; fc 84→10.  44,426 parameters
-  (156 + 2,416 + 30,840 + 10,164 + 850).
-* ``lenet300100`` — the fully connected LeNet-300-100 of the Deep Compression baseline
-  (784→300→100→10, ReLU), 266,610 parameters.
+Which networks exist, their file-format ids, parameter counts and input preprocessing are one
+registry, :data:`metaq_utils.coding.architectures.REGISTRY` (torch-free, so the file format reads it
+too); this module holds the classes the registry names and :func:`build_model`, which checks each
+built network against its entry.
+
+* ``lenet5`` — LeNet-5 exactly as the METaQ thesis uses it (spec §3), 44,426 parameters;
+* ``lenet300100`` — LeNet-300-100 (784→300→100→10, ReLU), 266,610 parameters;
+* ``lenet5caffe`` — LeNet-5-Caffe (Caffe's ``examples/mnist/lenet.prototxt``), 431,080 parameters.
 
 Every parameter (weights *and* biases) counts; the flat vector ``w`` of spec §1 is
 ``parameters_to_vector(model.parameters())`` (:func:`metaq_utils.core.params.flatten`).
 
-Both networks take MNIST images normalised with the training set's mean and std: the input
-preprocessing of each architecture is :data:`PREPROCESSING` (from
-:mod:`metaq_utils.coding.preprocessing`, torch-free so the file format can record it too), stored in
-every checkpoint and compressed file. :func:`model_from_compressed` with ``raw_input=True``
-rebuilds a decoded model that applies it itself (:class:`Normalize`): it takes images in [0, 1].
+:func:`model_from_compressed` with ``raw_input=True`` rebuilds a decoded model that applies the
+file's recorded preprocessing itself (:class:`Normalize`): it takes images in [0, 1].
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..coding.preprocessing import ARCH_PREPROCESSING, Preprocessing, preprocessing_for
+from ..coding.architectures import REGISTRY, Architecture, architecture, preprocessing_for
+from ..coding.preprocessing import Preprocessing
 
-__all__ = ["LeNet5", "LeNet300100", "ARCHITECTURES", "build_model", "count_parameters",
-           "parameter_shapes", "EXPECTED_PARAMETERS", "PREPROCESSING", "preprocessing_for", "Normalize",
-           "with_preprocessing", "load_parameters", "model_from_compressed"]
+__all__ = ["LeNet5", "LeNet300100", "LeNet5Caffe", "REGISTRY", "Architecture", "architecture", "ARCHITECTURES",
+           "build_model", "count_parameters", "parameter_shapes", "EXPECTED_PARAMETERS", "PREPROCESSING",
+           "preprocessing_for", "Normalize", "with_preprocessing", "load_parameters", "model_from_compressed"]
 
 
 class LeNet5(nn.Module):
@@ -68,25 +69,50 @@ class LeNet300100(nn.Module):
         return self.fc3(x)
 
 
-ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
-    "lenet5": LeNet5,
-    "lenet300100": LeNet300100,
-}
+class LeNet5Caffe(nn.Module):
+    """LeNet-5-Caffe (Caffe ``examples/mnist/lenet.prototxt``): conv 1→20 5×5, max-pool 2 (stride 2);
+    conv 20→50 5×5, max-pool 2; fc 800→500, ReLU; fc 500→10. 520 + 25,050 + 400,500 + 5,010 =
+    431,080 parameters. Caffe's prototxt has no non-linearity after the convolutions (only the
+    ``relu1`` after ``ip1``); this follows it."""
 
-EXPECTED_PARAMETERS = {"lenet5": 44_426, "lenet300100": 266_610}
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, kernel_size=5)     # 28 -> 24
+        self.conv2 = nn.Conv2d(20, 50, kernel_size=5)    # 12 -> 8
+        self.fc1 = nn.Linear(50 * 4 * 4, 500)
+        self.fc2 = nn.Linear(500, 10)
+        self.pool = nn.MaxPool2d(2, 2)
 
-# The input each architecture expects: {"input": "MNIST 28x28 grayscale in [0,1]", "normalize":
-# {"mean": [0.1307], "std": [0.3081]}} for both (Preprocessing.to_dict()).
-PREPROCESSING: dict[str, Preprocessing] = ARCH_PREPROCESSING
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.conv1(x))                     # 24 -> 12
+        x = self.pool(self.conv2(x))                     # 8 -> 4
+        x = torch.flatten(x, 1)
+        x = torch.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+def _model_class(entry: Architecture) -> Callable[[], nn.Module]:
+    cls = getattr(sys.modules[__name__], entry.model, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"registry entry {entry.id!r} names {entry.model!r}, which is no nn.Module class of {__name__}")
+    return cls
+
+
+# Views of the registry, by id (kept for the callers that read one field).
+ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {k: _model_class(a) for k, a in REGISTRY.items()}
+EXPECTED_PARAMETERS: dict[str, int] = {k: a.n_params for k, a in REGISTRY.items()}
+PREPROCESSING: dict[str, Preprocessing] = {k: a.preprocessing for k, a in REGISTRY.items()}
 
 
 def build_model(name: str) -> nn.Module:
-    """Instantiate an architecture by name (``'lenet5'`` or ``'lenet300100'``)."""
-    try:
-        factory = ARCHITECTURES[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}") from None
-    return factory()
+    """Instantiate a registered architecture by id; ValueError for an unknown id, RuntimeError if
+    the built network does not have the registry's parameter count."""
+    entry = architecture(name)
+    model = ARCHITECTURES[entry.id]()
+    n = count_parameters(model)
+    if n != entry.n_params:
+        raise RuntimeError(f"{entry.model}() has {n:,} parameters, the registry says {entry.n_params:,} for {name!r}")
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -139,7 +165,7 @@ def model_from_compressed(cm, *, raw_input: bool = False) -> nn.Module:
 
     ``raw_input=False``: the bare network, fed normalised images like during training.
     ``raw_input=True``: the network behind :class:`Normalize` with the preprocessing recorded in the
-    file — or, for a version-1 file that records none, the architecture's (:data:`PREPROCESSING`)
+    file — or, for a version-1 file that records none, the architecture's (its registry entry)
     — in eval mode: it takes images in [0, 1] and needs nothing from :mod:`metaq_utils.nn.data`.
     """
     model = load_parameters(build_model(cm.arch), cm.tensors)
