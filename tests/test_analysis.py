@@ -1,5 +1,5 @@
 """metaq_utils.studies (the analysis notebooks' code) against independent references (LP, Qhull,
-CVXPY, probability theory); metaq_utils.analysis as its re-export."""
+CVXPY, probability theory); metaq_utils.studies as their re-export."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scipy import stats
 from scipy.optimize import linprog, minimize
 from scipy.spatial import ConvexHull
 
-from metaq_utils import analysis as A
+from metaq_utils import studies as A
 from metaq_utils.core import dual
 from metaq_utils.core.grid import Grid
 from metaq_utils.core.subproblem import SOLVERS, lower_hull_pava, solve_cutting_plane_scalar, solve_hull
@@ -323,7 +323,7 @@ def test_warm_start_helpers_smoke():
     assert (chain["rel_gap"] >= 0).all()
 
 
-def test_analysis_re_exports_the_studies_and_the_studies_import_no_torch():
+def test_the_studies_package_re_exports_its_modules_and_imports_no_torch():
     import subprocess
     import sys
 
@@ -331,7 +331,7 @@ def test_analysis_re_exports_the_studies_and_the_studies_import_no_torch():
         for name in mod.__all__:
             assert getattr(A, name) is getattr(mod, name), name
     assert len(set(A.__all__)) == len(A.__all__) and "find_lenet5_checkpoint" in A.__all__
-    code = ("import sys; import metaq_utils.analysis, metaq_utils.studies.dual_optimum, metaq_utils.studies.instances, "
+    code = ("import sys; import metaq_utils.studies, metaq_utils.studies.dual_optimum, metaq_utils.studies.instances, "
             "metaq_utils.studies.breakpoints, metaq_utils.studies.dual_runs, metaq_utils.studies.timing, "
             "metaq_utils.studies.plots; assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

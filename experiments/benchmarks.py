@@ -1,0 +1,143 @@
+"""Issue 21: the field's benchmark networks (LeNet-5-Caffe, LeNet-300-100) under the protocol.
+
+    python experiments/benchmarks.py dense  --arch lenet5caffe --seed 0        # dense reference (resumable)
+    python experiments/benchmarks.py recipe --arch lenet5caffe --seed 0 --params '{"density_scale": 1.0}'
+    python experiments/benchmarks.py aggregate                                  # results/BENCHMARKS.md + json
+
+* **Dense references.** LeNet-300-100's are the protocol campaign's (``runs/dense_reference/protocol/
+  lenet300100/adam_cos_aug_seed{0,1,2}``, 40 epochs). LeNet-5-Caffe's are trained here with the same
+  recipe (``adam_cos_aug``: Adam 1e-3, cosine, rotation ±10° / translation 10 %) for ``DENSE_EPOCHS[arch]``
+  epochs — fewer than the 40 of the other networks because one LeNet-5-Caffe epoch costs ≈ 25 s on one
+  core here (≈ 5× LeNet-5) — best epoch on validation, test evaluated once.
+  Written to ``runs/dense_reference/protocol/<arch>/adam_cos_aug_e<E>_seed<s>/``.
+* **Headline recipe** (:mod:`metaq_utils.recipes.prune_quantize`, ours, not METaQ) from those references:
+  ``KEEP[arch]`` sets the shape of the per-tensor kept fractions (LAMP re-allocates the same total),
+  the knobs in ``--params``; each run in ``runs/benchmarks/<arch>/<config hash>/seed<s>/``; every choice on
+  validation (the recipe picks its quantization epoch on validation, the test set is evaluated once, on
+  the decoded file).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from metaq_utils.nn.checkpoints import load_checkpoint  # noqa: E402
+from metaq_utils.nn.data import load_mnist  # noqa: E402
+from metaq_utils.nn.training import TrainConfig, evaluate, make_model, train  # noqa: E402
+from metaq_utils.recipes.prune_quantize import RecipeConfig, run_recipe  # noqa: E402
+from metaq_utils.store.atomic import atomic_write_bytes  # noqa: E402
+
+RUNS = REPO / "runs"
+DENSE_EPOCHS = {"lenet5caffe": 20, "lenet300100": 40, "lenet5": 40}
+DENSE_RECIPE = dict(optimizer="adam", lr=1e-3, lr_schedule="cosine", augment=True, weight_decay=0.0)
+# Shape of the kept fractions per weight tensor at density_scale 1 (biases are never pruned).
+KEEP = {
+    "lenet5caffe": {"conv1.weight": 0.6, "conv2.weight": 0.08, "fc1.weight": 0.008, "fc2.weight": 0.1},
+    "lenet300100": {"fc1.weight": 0.02, "fc2.weight": 0.06, "fc3.weight": 0.3},
+}
+# The recipe's budget per network (written with every run).
+BUDGET = {"lenet5caffe": dict(prune_epochs=12, quant_epochs=3, allocation="lamp"),
+          "lenet300100": dict(prune_epochs=20, quant_epochs=4, allocation="lamp")}
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def dense_dir(arch: str, seed: int) -> Path:
+    if arch == "lenet300100":
+        return RUNS / "dense_reference" / "protocol" / arch / f"adam_cos_aug_seed{seed}"
+    return RUNS / "dense_reference" / "protocol" / arch / f"adam_cos_aug_e{DENSE_EPOCHS[arch]}_seed{seed}"
+
+
+def cmd_dense(args) -> None:
+    torch.set_num_threads(1)
+    out = dense_dir(args.arch, args.seed)
+    if (out / "result.json").exists():
+        print(f"{out}: done")
+        return
+    data = load_mnist()
+    cfg = TrainConfig(arch=args.arch, epochs=DENSE_EPOCHS[args.arch], batch_size=64, seed=args.seed, **DENSE_RECIPE)
+    model = make_model(cfg)
+    t0 = time.time()
+
+    def report(epoch: int, row: dict) -> None:
+        print(f"[{args.arch} s{args.seed}] epoch {epoch:3d} loss {row['train_loss']:.4f} "
+              f"val {100 * row['val_accuracy']:.2f} % ({row['epoch_seconds']:.1f} s)", flush=True)
+
+    res = train(model, data, cfg, checkpoint_path=out / "last.pt", resume=True, best_path=out / "best.pt",
+                epoch_callbacks=[report], progress=False)
+    best = load_checkpoint(out / "best.pt", expected_arch=args.arch).build_model()
+    test = evaluate(best, data.test_x, data.test_y)["accuracy"]          # the test set, once
+    row = {r["epoch"]: r for r in res.history}[res.best_epoch]
+    write_json(out / "result.json", {
+        "command": " ".join(["python", "experiments/benchmarks.py"] + sys.argv[1:]), "arch": args.arch,
+        "recipe": "adam_cos_aug", "seed": args.seed, "train_config": cfg.to_dict(), "selection": "validation",
+        "split": data.split, "best_epoch": res.best_epoch, "val_accuracy": row["val_accuracy"], "test_accuracy": test,
+        "final_val_accuracy": res.final["val_accuracy"], "n_params": sum(p.numel() for p in best.parameters()),
+        "epoch_seconds_mean": statistics.fmean(r["epoch_seconds"] for r in res.history), "history": res.history,
+        "wall_seconds_this_session": time.time() - t0, "checkpoint": "best.pt"})
+    print(f"done: best epoch {res.best_epoch} val {100 * row['val_accuracy']:.2f} % test {100 * test:.2f} %")
+
+
+def recipe_config(arch: str, params: dict, seed: int) -> RecipeConfig:
+    knobs = {**BUDGET[arch], **params}
+    return RecipeConfig(keep=tuple(KEEP[arch].items()), seed=seed, **knobs)
+
+
+def recipe_dir(arch: str, params: dict) -> Path:
+    key = json.dumps({k: (round(float(v), 6) if isinstance(v, (int, float)) else v)
+                      for k, v in sorted({**BUDGET[arch], **params}.items())})
+    return RUNS / "benchmarks" / arch / ("cfg_" + hashlib.sha256(key.encode()).hexdigest()[:12])
+
+
+def cmd_recipe(args) -> None:
+    torch.set_num_threads(1)
+    params = json.loads(args.params)
+    out = recipe_dir(args.arch, params) / f"seed{args.seed}"
+    if (out / "result.json").exists():
+        print(f"{out}: done")
+        return
+    dense = dense_dir(args.arch, args.seed) / "best.pt"
+    if not dense.exists():
+        raise SystemExit(f"no dense reference {dense}: run `benchmarks.py dense --arch {args.arch} --seed {args.seed}`")
+    data = load_mnist()
+    cfg = recipe_config(args.arch, params, args.seed)
+    write_json(out.parent / "params.json", {"arch": args.arch, "params": params, "budget": BUDGET[args.arch],
+                                            "keep": KEEP[args.arch]})
+    res = run_recipe(dense, data, cfg, out, evaluate_test=not args.no_test, progress=False,
+                     log=lambda s: print(f"[{args.arch} s{args.seed}] {s}", flush=True),
+                     extra={"command": " ".join(["python", "experiments/benchmarks.py"] + sys.argv[1:]),
+                            "params": params})
+    print(f"done: val {100 * res['val_accuracy']:.2f} % test {100 * res.get('test_accuracy', float('nan')):.2f} % "
+          f"{res['file_bits']} bits ({res['compression_ratio']:.0f}x), {res['seconds']:.0f} s")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("dense")
+    d.add_argument("--arch", required=True, choices=sorted(DENSE_EPOCHS))
+    d.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("recipe")
+    r.add_argument("--arch", required=True, choices=sorted(KEEP))
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--params", default="{}")
+    r.add_argument("--no-test", action="store_true", help="search runs: do not evaluate the test set")
+    args = p.parse_args(argv)
+    {"dense": cmd_dense, "recipe": cmd_recipe}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
