@@ -2,7 +2,9 @@
 
     python experiments/benchmarks.py dense  --arch lenet5caffe --seed 0        # dense reference (resumable)
     python experiments/benchmarks.py recipe --arch lenet5caffe --seed 0 --params '{"density_scale": 1.0}'
-    python experiments/benchmarks.py aggregate                                  # results/BENCHMARKS.md + json
+    python experiments/benchmarks.py search --arch lenet300100 --trials 8       # Optuna NSGA-II, validation only
+    python experiments/benchmarks.py front  --arch lenet300100                  # the study's trials, the choice
+    python experiments/benchmarks.py aggregate                                  # results/BENCHMARKS.md + frontier
 
 * **Dense references.** LeNet-300-100's are the protocol campaign's (``runs/dense_reference/protocol/
   lenet300100/adam_cos_aug_seed{0,1,2}``, 40 epochs). LeNet-5-Caffe's are trained here with the same
@@ -33,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from metaq_utils.nn.checkpoints import load_checkpoint  # noqa: E402
 from metaq_utils.nn.data import load_mnist  # noqa: E402
+from metaq_utils.nn.networks import EXPECTED_PARAMETERS as EXPECTED  # noqa: E402
 from metaq_utils.nn.training import TrainConfig, evaluate, make_model, train  # noqa: E402
 from metaq_utils.recipes.prune_quantize import RecipeConfig, run_recipe  # noqa: E402
 from metaq_utils.store.atomic import atomic_write_bytes  # noqa: E402
@@ -45,6 +48,16 @@ KEEP = {
     "lenet5caffe": {"conv1.weight": 0.6, "conv2.weight": 0.08, "fc1.weight": 0.008, "fc2.weight": 0.1},
     "lenet300100": {"fc1.weight": 0.02, "fc2.weight": 0.06, "fc3.weight": 0.3},
 }
+# The search space of the recipe's knobs per network: name -> (low, high, log scale).
+SPACE = {
+    "lenet5caffe": {"density_scale": (0.3, 1.2, False), "step": (0.3, 0.9, False), "alpha": (0.0, 0.9, False),
+                    "prune_lr": (3e-4, 2e-3, True), "structure": (0.0, 1.0, False)},
+    "lenet300100": {"density_scale": (0.8, 2.5, False), "step": (0.3, 0.9, False), "alpha": (0.0, 0.9, False),
+                    "prune_lr": (3e-4, 2e-3, True), "structure": (0.0, 1.0, False)},
+}
+FIXED = {"quant_lr": 6e-05}           # the LeNet-5 search's choice (results/HEADLINE.md), not searched again
+# The choice rule, fixed before the search: the smallest file whose decoded validation accuracy reaches LEVEL.
+LEVEL = {"lenet5caffe": 0.99, "lenet300100": 0.984}
 # The recipe's budget per network (written with every run).
 BUDGET = {"lenet5caffe": dict(prune_epochs=12, quant_epochs=3, allocation="lamp"),
           "lenet300100": dict(prune_epochs=20, quant_epochs=4, allocation="lamp")}
@@ -124,6 +137,77 @@ def cmd_recipe(args) -> None:
           f"{res['file_bits']} bits ({res['compression_ratio']:.0f}x), {res['seconds']:.0f} s")
 
 
+def storage(arch: str) -> str:
+    return f"sqlite:///{RUNS / 'benchmarks' / arch / 'search' / 'study.sqlite3'}"
+
+
+def study(arch: str, sampler_seed: int = 20261128):
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    (RUNS / "benchmarks" / arch / "search").mkdir(parents=True, exist_ok=True)
+    st = RDBStorage(storage(arch), heartbeat_interval=60, grace_period=180,
+                    failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+    sampler = optuna.samplers.NSGAIISampler(population_size=6, seed=sampler_seed)
+    return optuna.create_study(study_name=f"prune_ste_{arch}_v1", storage=st, sampler=sampler, load_if_exists=True,
+                               directions=["maximize", "minimize"])
+
+
+def trial_params(trial, arch: str) -> dict:
+    return {**{k: trial.suggest_float(k, lo, hi, log=log) for k, (lo, hi, log) in SPACE[arch].items()}, **FIXED}
+
+
+def cmd_search(args) -> None:
+    """Search trials run on seed 0's dense reference and never evaluate the test set."""
+    torch.set_num_threads(1)
+    data = load_mnist()
+    s = study(args.arch, args.sampler_seed)
+    for params in json.loads(args.enqueue or "[]"):
+        s.enqueue_trial(params)
+
+    def objective(trial) -> tuple[float, float]:
+        params = trial_params(trial, args.arch)
+        out = recipe_dir(args.arch, params) / "seed0"
+        res = run_recipe(dense_dir(args.arch, 0) / "best.pt", data, recipe_config(args.arch, params, 0), out,
+                         evaluate_test=False, log=lambda m: print(f"[{args.arch} #{trial.number}] {m}", flush=True),
+                         extra={"command": " ".join(["python", "experiments/benchmarks.py"] + sys.argv[1:]),
+                                "params": params, "trial": trial.number})
+        trial.set_user_attr("dir", str(out.relative_to(REPO)))
+        trial.set_user_attr("weight_density", res["weight_density"])
+        print(f"[{args.arch} #{trial.number}] {params} -> val {100 * res['val_accuracy']:.2f} %, "
+              f"{res['file_bits']:,} bits ({res['seconds']:.0f} s)", flush=True)
+        return res["val_accuracy"], float(res["file_bits"])
+
+    done = sum(1 for t in s.trials if t.state.name == "COMPLETE")
+    s.optimize(objective, n_trials=max(0, args.trials - done))
+
+
+def completed(arch: str) -> list[dict]:
+    rows, seen = [], set()
+    for t in study(arch).trials:
+        if t.state.name == "COMPLETE" and t.user_attrs["dir"] not in seen:   # a retried trial counts once
+            seen.add(t.user_attrs["dir"])
+            rows.append({"number": t.number, **t.params, **FIXED, "val_accuracy": t.values[0],
+                         "file_bits": int(t.values[1]), **t.user_attrs})
+    return rows
+
+
+def choose(arch: str, rows: list[dict]) -> dict | None:
+    ok = [r for r in rows if r["val_accuracy"] >= LEVEL[arch]]
+    return min(ok, key=lambda r: r["file_bits"]) if ok else None
+
+
+def cmd_front(args) -> None:
+    rows = sorted(completed(args.arch), key=lambda r: r["file_bits"])
+    best = -1.0
+    for r in rows:
+        mark = "*" if r["val_accuracy"] > best else " "
+        best = max(best, r["val_accuracy"])
+        knobs = " ".join(f"{k} {r[k]:.3g}" for k in SPACE[args.arch])
+        print(f"{mark} #{r['number']:3d} {knobs}  density {r['weight_density']:.4f}  val {100 * r['val_accuracy']:.2f} %  "
+              f"{r['file_bits']:,} bits ({32 * EXPECTED[args.arch] / r['file_bits']:.0f}x)")
+    print("chosen:", choose(args.arch, rows))
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -135,8 +219,15 @@ def main(argv=None) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--params", default="{}")
     r.add_argument("--no-test", action="store_true", help="search runs: do not evaluate the test set")
+    q = sub.add_parser("search")
+    q.add_argument("--arch", required=True, choices=sorted(SPACE))
+    q.add_argument("--trials", type=int, default=8, help="total completed trials wanted in the study")
+    q.add_argument("--sampler-seed", type=int, default=20261128)
+    q.add_argument("--enqueue", default=None, help="JSON list of parameter dicts to try first")
+    f = sub.add_parser("front")
+    f.add_argument("--arch", required=True, choices=sorted(SPACE))
     args = p.parse_args(argv)
-    {"dense": cmd_dense, "recipe": cmd_recipe}[args.cmd](args)
+    {"dense": cmd_dense, "recipe": cmd_recipe, "search": cmd_search, "front": cmd_front}[args.cmd](args)
 
 
 if __name__ == "__main__":
