@@ -8,7 +8,7 @@ Columns (``COLUMNS``; a CSV with a header, UTF-8):
 
 =================  ===========================================================================
 method             e.g. ``deep-compression``, ``metaq-thesis``, ``adjacent``, ``no-entropy-term``
-network            ``lenet5`` | ``lenet300100`` (architecture names of :mod:`metaq_utils.nn.networks`)
+network            a registry id of :mod:`metaq_utils.coding.architectures` (``lenet5``, ``lenet300100``, ``lenet5caffe``)
 accuracy           test accuracy as a **fraction** in [0, 1] (0.9901, not 99.01)
 file_bits          size of the whole compressed file in bits (8 × bytes)
 run                the run's name (for this repository's runs: the folder under ``runs/``)
@@ -60,7 +60,8 @@ from .store.paths import REPO_ROOT
 from .studies.thesis import HEADLINE
 
 __all__ = ["COLUMNS", "DEFAULT_PATH", "FrontierPoint", "ReferencePoint", "METAQ_REPORTED",
-           "DEEP_COMPRESSION_PUBLISHED", "append_points", "read_frontier", "format_frontier", "pareto_front",
+           "DEEP_COMPRESSION_PUBLISHED", "PublishedRecord", "PUBLISHED_RECORDS", "published_reference_points",
+           "append_points", "read_frontier", "format_frontier", "pareto_front",
            "plot_frontier", "resolve", "aggregate_seeds", "migrate_frontier", "MIN_SEEDS"]
 
 DEFAULT_PATH = REPO_ROOT / "results" / "frontier.csv"
@@ -206,6 +207,51 @@ DEEP_COMPRESSION_PUBLISHED = (
             "drawn at the same ratio on our 44,426 parameters, 32·44,426/39 bits"),
 )
 
+
+
+@dataclass(frozen=True)
+class PublishedRecord:
+    """A compression result published by others on one of the field's benchmark networks (issue 21):
+    quoted, not measured here. ``ratio`` is the paper's own ``32·n / (its bit count)``; ``counts`` says
+    what that bit count includes — never a coded file."""
+    method: str
+    network: str               # our registry id of the same network
+    error: float               # top-1 test error, fraction
+    ratio: float
+    counts: str
+    source: str
+
+    @property
+    def file_bits(self) -> int:
+        """The paper's size translated to bits on the same network: 32·n / ratio."""
+        return round(32 * EXPECTED_PARAMETERS[self.network] / self.ratio)
+
+
+_DC_COUNT = "paper's count: pruned weights' codebook indices + relative positions, Huffman-coded, + codebooks; no file"
+_SWS_COUNT = "paper's count (Han et al.'s scheme): CSR positions + mixture indices, Huffman-coded; no file"
+_BC_COUNT = "paper's count: the surviving weights at the reduced precision their posterior variance allows; no file"
+PUBLISHED_RECORDS: tuple[PublishedRecord, ...] = (
+    PublishedRecord("Deep Compression", "lenet5caffe", 0.0074, 39, _DC_COUNT, "Han, Mao, Dally, ICLR 2016, Table 1"),
+    PublishedRecord("Deep Compression", "lenet300100", 0.0158, 40, _DC_COUNT, "Han, Mao, Dally, ICLR 2016, Table 1"),
+    PublishedRecord("soft weight-sharing", "lenet5caffe", 0.0097, 162, _SWS_COUNT,
+                    "Ullrich, Meeds, Welling, ICLR 2017, Table 1"),
+    PublishedRecord("soft weight-sharing", "lenet300100", 0.0194, 64, _SWS_COUNT,
+                    "Ullrich, Meeds, Welling, ICLR 2017, Table 1"),
+    PublishedRecord("Sparse VD", "lenet5caffe", 0.010, 228, _BC_COUNT,
+                    "Bayesian Compression code release README (Louizos, Ullrich, Welling 2017), ≈ 1.0 % error"),
+    PublishedRecord("BC-GNJ", "lenet5caffe", 0.010, 361, _BC_COUNT,
+                    "Bayesian Compression code release README (Louizos, Ullrich, Welling 2017), ≈ 1.0 % error"),
+    PublishedRecord("BC-GHS", "lenet5caffe", 0.010, 419, _BC_COUNT,
+                    "Bayesian Compression code release README (Louizos, Ullrich, Welling 2017), ≈ 1.0 % error"),
+)
+
+
+def published_reference_points() -> tuple[ReferencePoint, ...]:
+    """:data:`PUBLISHED_RECORDS` as hollow reference markers on their own network's panel."""
+    return tuple(ReferencePoint(label=f"{r.method} published ({r.ratio:g}×)", network=r.network,
+                                accuracy=1 - r.error, file_bits=r.file_bits,
+                                how=f"{r.source}: {r.ratio:g}× at {100 * r.error:.2f} % error; {r.counts}")
+                 for r in PUBLISHED_RECORDS)
 
 @contextmanager
 def _locked(path: Path):
@@ -401,7 +447,8 @@ def plot_frontier(ax=None, networks: Sequence[str] = ("lenet5", "lenet300100"), 
     style = {m: _MARKERS[i % len(_MARKERS)] for i, m in enumerate(methods)}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     color = {m: colors[i % len(colors)] for i, m in enumerate(methods)}
-    references = (METAQ_REPORTED, *DEEP_COMPRESSION_PUBLISHED) if show_references else ()
+    references = (METAQ_REPORTED, *DEEP_COMPRESSION_PUBLISHED,
+                  *(r for r in published_reference_points() if r.network == "lenet5caffe")) if show_references else ()
     for axis, net in zip(axes, networks):
         for m in methods:
             for sel in ("validation", "test"):

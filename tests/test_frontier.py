@@ -225,3 +225,16 @@ def test_plot_never_mixes_selections_and_draws_error_bars(tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError, match="selection must be"):
         plot_frontier(networks=["lenet5"], points=[val], selection="both")
+
+
+def test_published_records_are_on_the_benchmark_networks_and_translate_by_32n_over_ratio():
+    from metaq_utils.frontier import PUBLISHED_RECORDS, published_reference_points
+
+    by = {(r.method, r.network): r for r in PUBLISHED_RECORDS}
+    # issue 21's figures: LeNet-5-Caffe 39× / 162× / 228× / 361× / 419×, LeNet-300-100 40× / 64×
+    assert by[("BC-GHS", "lenet5caffe")].file_bits == round(13_794_560 / 419) == 32_923
+    assert by[("soft weight-sharing", "lenet5caffe")].ratio == 162 and by[("soft weight-sharing", "lenet300100")].ratio == 64
+    assert by[("Deep Compression", "lenet300100")].file_bits == round(32 * 266_610 / 40)
+    assert all("no file" in r.counts for r in PUBLISHED_RECORDS)         # a paper's bit count is not a file
+    refs = published_reference_points()
+    assert len(refs) == len(PUBLISHED_RECORDS) and all("published" in r.label for r in refs)
