@@ -4,7 +4,9 @@
     python experiments/benchmarks.py recipe --arch lenet5caffe --seed 0 --params '{"density_scale": 1.0}'
     python experiments/benchmarks.py search --arch lenet300100 --trials 8       # Optuna NSGA-II, validation only
     python experiments/benchmarks.py front  --arch lenet300100                  # the study's trials, the choice
+    python experiments/benchmarks.py seeds  --arch lenet300100 --seed 1        # the chosen knobs on seed 1 (test once)
     python experiments/benchmarks.py aggregate                                  # results/BENCHMARKS.md + frontier
+    python experiments/benchmarks.py ship   --arch lenet5caffe                  # the best seed on validation
 
 * **Dense references.** LeNet-300-100's are the protocol campaign's (``runs/dense_reference/protocol/
   lenet300100/adam_cos_aug_seed{0,1,2}``, 40 epochs). LeNet-5-Caffe's are trained here with the same
@@ -208,6 +210,44 @@ def cmd_front(args) -> None:
     print("chosen:", choose(args.arch, rows))
 
 
+def seeds_dir(arch: str, params: dict) -> Path:
+    return RUNS / "benchmarks" / arch / "seeds" / recipe_dir(arch, params).name
+
+
+def chosen(arch: str, params_json: str | None) -> dict:
+    if params_json:
+        return json.loads(params_json)
+    c = choose(arch, completed(arch))
+    if c is None:
+        raise SystemExit(f"no {arch} trial reaches validation accuracy {LEVEL[arch]}")
+    return {k: c[k] for k in (*SPACE[arch], *FIXED)}
+
+
+def cmd_seeds(args) -> None:
+    """The chosen configuration on one seed: the recipe from that seed's dense reference, the test set
+    evaluated once on the decoded file. Seed 0 resumes from the search trial's finished checkpoints."""
+    import shutil
+    torch.set_num_threads(1)
+    params = chosen(args.arch, args.params)
+    out = seeds_dir(args.arch, params) / f"seed{args.seed}"
+    if (out / "result.json").exists():
+        print(f"{out}: done")
+        return
+    src = recipe_dir(args.arch, params) / "seed0"
+    if args.seed == 0 and src.exists() and not out.exists():
+        out.mkdir(parents=True)
+        for name in ("prune_last.pt", "quant_last.pt", "quant_best.pt"):
+            if (src / name).exists():
+                shutil.copyfile(src / name, out / name)
+    data = load_mnist()
+    res = run_recipe(dense_dir(args.arch, args.seed) / "best.pt", data, recipe_config(args.arch, params, args.seed), out,
+                     evaluate_test=True, log=lambda m: print(f"[{args.arch} s{args.seed}] {m}", flush=True),
+                     extra={"command": " ".join(["python", "experiments/benchmarks.py"] + sys.argv[1:]),
+                            "chosen_params": params})
+    print(f"seed {args.seed}: val {100 * res['val_accuracy']:.2f} %, test {100 * res['test_accuracy']:.2f} %, "
+          f"{res['file_bits']:,} bits ({res['compression_ratio']:.0f}x)", flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -224,10 +264,15 @@ def main(argv=None) -> None:
     q.add_argument("--trials", type=int, default=8, help="total completed trials wanted in the study")
     q.add_argument("--sampler-seed", type=int, default=20261128)
     q.add_argument("--enqueue", default=None, help="JSON list of parameter dicts to try first")
+    e = sub.add_parser("seeds")
+    e.add_argument("--arch", required=True, choices=sorted(SPACE))
+    e.add_argument("--seed", type=int, required=True)
+    e.add_argument("--params", default=None, help="JSON knobs (default: the study's validation choice)")
     f = sub.add_parser("front")
     f.add_argument("--arch", required=True, choices=sorted(SPACE))
     args = p.parse_args(argv)
-    {"dense": cmd_dense, "recipe": cmd_recipe, "search": cmd_search, "front": cmd_front}[args.cmd](args)
+    {"dense": cmd_dense, "recipe": cmd_recipe, "search": cmd_search, "front": cmd_front,
+     "seeds": cmd_seeds}[args.cmd](args)
 
 
 if __name__ == "__main__":
