@@ -194,8 +194,16 @@ def completed(arch: str) -> list[dict]:
 
 
 def choose(arch: str, rows: list[dict]) -> dict | None:
+    """The rule fixed before the search: the smallest file whose validation accuracy reaches LEVEL.
+    Fallback added on 2026-12-04, after LeNet-5-Caffe's first 6 trials all stayed below 99.0 % (still on
+    validation only): where no trial reaches LEVEL, the trial with the highest validation accuracy (ties: the
+    smaller file) — the best validation-selected point the issue asks to ship when a tier is missed."""
+    if not rows:
+        return None
     ok = [r for r in rows if r["val_accuracy"] >= LEVEL[arch]]
-    return min(ok, key=lambda r: r["file_bits"]) if ok else None
+    if ok:
+        return min(ok, key=lambda r: r["file_bits"])
+    return max(rows, key=lambda r: (r["val_accuracy"], -r["file_bits"]))
 
 
 def cmd_front(args) -> None:
@@ -219,7 +227,7 @@ def chosen(arch: str, params_json: str | None) -> dict:
         return json.loads(params_json)
     c = choose(arch, completed(arch))
     if c is None:
-        raise SystemExit(f"no {arch} trial reaches validation accuracy {LEVEL[arch]}")
+        raise SystemExit(f"no completed {arch} trial")
     return {k: c[k] for k in (*SPACE[arch], *FIXED)}
 
 
@@ -333,8 +341,10 @@ def cmd_aggregate(args) -> None:
                      f" | {100 * r['weight_density']:.2f} % | {100 * r['val_accuracy']:.2f} | {r['file_bits']:,} | "
                      f"{32 * EXPECTED[arch] / r['file_bits']:.0f}× |")
         if c is None:
-            L.append(f"\nNo trial reached {100 * LEVEL[arch]:.1f} % on validation.")
             continue
+        if c["val_accuracy"] < LEVEL[arch]:
+            L.append(f"\nNo trial reached {100 * LEVEL[arch]:.1f} % on validation; chosen by the fallback rule "
+                     f"(the highest validation accuracy, `choose()` in experiments/benchmarks.py).")
         params = {k: c[k] for k in (*SPACE[arch], *FIXED)}
         res = seed_results(arch, params)
         L += ["", "| seed | val acc (%) | test acc (%) | file bits | ratio | density |", "|---|---|---|---|---|---|"]
@@ -410,6 +420,77 @@ def cmd_ship(args) -> None:
     print(json.dumps(head, indent=1))
 
 
+# Deep Compression (Han et al.) on LeNet-5-Caffe at the paper's rates: Han, Pool, Tran & Dally 2015 (Table 2,
+# "LeNet-5": conv1 66 %, conv2 12 %, fc1 8 %, fc2 19 % of the weights kept) and Han, Mao & Dally 2016 (8-bit conv,
+# 5-bit fc, 39x at 0.74 % error). Our pipeline (metaq_utils.baselines.deep_compression) prunes by
+# threshold = q · σ_layer; the qualities below give those kept fractions on a Gaussian layer (2(1 − Φ(q)) = the
+# fraction), the real fractions are measured and written. Budget (ours, the paper gives no LeNet epochs): 3
+# prune-retrain rounds × 6 epochs + 1 epoch of centroid fine-tuning (≈ 20 LeNet-5-Caffe epochs, as its dense reference).
+DC_CAFFE = dict(quality=1.75, layer_quality=(("conv1.weight", 0.44), ("conv2.weight", 1.55), ("fc2.weight", 1.31)),
+                rounds=3, retrain_epochs=6, finetune_epochs=1, weight_decay=1e-4, init="linear", codec="huffman")
+DC_CAFFE_BITS = ((8, 5), (5, 4))
+
+
+def dc_dir(bits: tuple[int, int], seed: int) -> Path:
+    return RUNS / "benchmarks" / "lenet5caffe" / "deep_compression" / f"paper_rates_conv{bits[0]}_fc{bits[1]}" / f"seed{seed}"
+
+
+def cmd_dc(args) -> None:
+    """Deep Compression on LeNet-5-Caffe from one seed's dense reference; the pruned network is cached
+    (resumable), each bit setting writes its decoded file, the test set evaluated once per file."""
+    import dataclasses
+    from metaq_utils.baselines.deep_compression import DeepCompression, DeepCompressionConfig, masks_from_zeros
+    from metaq_utils.nn.checkpoints import CheckpointError, save_checkpoint
+    torch.set_num_threads(1)
+    arch, seed = "lenet5caffe", args.seed
+    todo = [b for b in DC_CAFFE_BITS if not (dc_dir(b, seed) / "result.json").exists()]
+    if not todo:
+        print("done")
+        return
+    data = load_mnist()
+    base = DeepCompressionConfig(**{k: v for k, v in DC_CAFFE.items()}, seed=seed)
+    ref_path = dense_dir(arch, seed) / "best.pt"
+    dense = load_checkpoint(ref_path, expected_arch=arch).build_model()
+    cache = RUNS / "benchmarks" / arch / "deep_compression" / "_pruned" / f"seed{seed}.pt"
+    dc = DeepCompression(base, data)
+    t0 = time.time()
+    pruned = None
+    try:
+        ck = load_checkpoint(cache, expected_arch=arch)
+        if ck.config.get("prune") == json.loads(json.dumps(DC_CAFFE)):
+            pruned, history = ck.build_model(), ck.config["history"]
+            masks = masks_from_zeros(pruned)
+    except (CheckpointError, FileNotFoundError):
+        pass
+    if pruned is None:
+        pruned, masks, history = dc.prune_and_retrain(dense, arch)
+        save_checkpoint(cache, pruned, arch, config={"prune": DC_CAFFE, "history": history,
+                                                     "dense_reference": str(ref_path.relative_to(REPO))},
+                        metrics={"val_accuracy": history[-1]["val_accuracy"], "density": history[-1]["density"]})
+        for h in history:
+            print(f"[dc s{seed}] {h['stage']:8s} round {h['round']}: val {100 * h['val_accuracy']:.2f} %  "
+                  f"density {100 * h['density']:.2f} %", flush=True)
+    prune_seconds = time.time() - t0
+    for bits in todo:
+        t1 = time.time()
+        cfg = dataclasses.replace(base, conv_bits=bits[0], fc_bits=bits[1])
+        result, _ = DeepCompression(cfg, data).compress(pruned, arch, masks, history)
+        d = result.to_json_dict()
+        d.update(run=dc_dir(bits, seed).parent.name, seed=seed, test_accuracy=result.accuracy,
+                 val_accuracy=result.val_accuracy, selection="validation", dense_reference=str(ref_path.relative_to(REPO)),
+                 split=data.split, file="model.mtq", seconds=time.time() - t1 + prune_seconds,
+                 command=" ".join(["python", "experiments/benchmarks.py"] + sys.argv[1:]),
+                 budget=(f"{DC_CAFFE['rounds']} prune-retrain rounds x {DC_CAFFE['retrain_epochs']} ep (Adam 5e-4 cosine, "
+                         f"L2 1e-4) + {DC_CAFFE['finetune_epochs']} ep centroid fine-tuning; paper's kept fractions "
+                         f"(q = 1.75, per-layer q conv1 0.44, conv2 1.55, fc2 1.31); from the dense reference ({DENSE_EPOCHS[arch]} ep)"))
+        out = dc_dir(bits, seed)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "model.mtq", result.file_bytes)
+        write_json(out / "result.json", d)
+        print(f"[dc s{seed}] conv{bits[0]} fc{bits[1]}: val {100 * d['val_accuracy']:.2f} % test "
+              f"{100 * d['test_accuracy']:.2f} %, {d['file_bits']:,} bits ({d['compression_ratio']:.0f}x)", flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -434,11 +515,13 @@ def main(argv=None) -> None:
     h = sub.add_parser("ship")
     h.add_argument("--arch", required=True, choices=sorted(SPACE))
     h.add_argument("--params", default=None)
+    c = sub.add_parser("dc", help="Deep Compression on LeNet-5-Caffe at the paper's rates")
+    c.add_argument("--seed", type=int, default=0)
     f = sub.add_parser("front")
     f.add_argument("--arch", required=True, choices=sorted(SPACE))
     args = p.parse_args(argv)
     {"dense": cmd_dense, "recipe": cmd_recipe, "search": cmd_search, "front": cmd_front,
-     "seeds": cmd_seeds, "aggregate": cmd_aggregate, "ship": cmd_ship}[args.cmd](args)
+     "seeds": cmd_seeds, "aggregate": cmd_aggregate, "ship": cmd_ship, "dc": cmd_dc}[args.cmd](args)
 
 
 if __name__ == "__main__":
