@@ -59,12 +59,30 @@ Caveats:
 from __future__ import annotations
 
 import zlib
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 
 import numpy as np
 
 import constriction
 import zstandard
+
+from metaq_utils.coding.bitio import (
+    MAX_ALPHABET,
+    ByteReader,
+    Codec,
+    CodecError,
+    bitlength,
+    bytes_from_words,
+    check_decode_args,
+    check_symbols,
+    encode_varint,
+    open_payload,
+    pack_uint,
+    strip_last_word,
+    unpack_uint,
+    words_from_bytes,
+)
+from metaq_utils.coding.context import ContextCodec
 
 __all__ = [
     "CodecError",
@@ -83,154 +101,14 @@ __all__ = [
     "ByteReader",
     "pack_uint",
     "unpack_uint",
+    "ContextCodec",
 ]
 
-MAX_ALPHABET = 2**31  # largest alphabet any codec accepts (symbols must fit in int32 for constriction)
-
-
-class CodecError(ValueError):
-    """A payload could not be decoded (truncated, corrupted, or inconsistent with n/alphabet)."""
-
+# The interface, CodecError and the bit-level helpers are in metaq_utils.coding.bitio (shared with
+# metaq_utils.coding.context); they are re-exported here under their old names.
 
 # ------------------------------------------------------------------------------------------------
-# byte-level helpers shared with the file format
-
-
-def encode_varint(value: int) -> bytes:
-    """Unsigned LEB128 varint: 7 bits per byte, low bits first, high bit = "more bytes follow"."""
-    value = int(value)
-    if value < 0:
-        raise ValueError(f"varint must be non-negative, got {value}")
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-class ByteReader:
-    """Bounds-checked sequential reader over ``bytes``; every failure raises ``error(message)``."""
-
-    def __init__(self, data: bytes, error: type[Exception] = CodecError, what: str = "payload"):
-        self.data = data
-        self.pos = 0
-        self.error = error
-        self.what = what
-
-    @property
-    def remaining(self) -> int:
-        return len(self.data) - self.pos
-
-    def take(self, k: int) -> bytes:
-        if k < 0 or k > self.remaining:
-            raise self.error(
-                f"truncated {self.what}: need {k} bytes at offset {self.pos}, only {self.remaining} left"
-            )
-        chunk = self.data[self.pos : self.pos + k]
-        self.pos += k
-        return chunk
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def varint(self, max_value: int, name: str = "value") -> int:
-        """Read a canonical varint and check ``0 <= value <= max_value``."""
-        start = self.pos
-        value = 0
-        shift = 0
-        while True:
-            if self.pos >= len(self.data):
-                raise self.error(f"truncated {self.what}: varint '{name}' at offset {start} runs past the end")
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-            if shift > 63:
-                raise self.error(f"corrupted {self.what}: varint '{name}' at offset {start} is too long")
-        if self.pos - start > 1 and byte == 0:
-            raise self.error(f"corrupted {self.what}: varint '{name}' at offset {start} is not canonical")
-        if value > max_value:
-            raise self.error(
-                f"corrupted {self.what}: '{name}' = {value} at offset {start} exceeds the limit {max_value}"
-            )
-        return value
-
-    def expect_end(self) -> None:
-        if self.remaining:
-            raise self.error(f"corrupted {self.what}: {self.remaining} unexpected trailing bytes")
-
-
-def pack_uint(values: np.ndarray, width: int) -> bytes:
-    """Pack non-negative integers (each ``< 2**width``) into ``ceil(len*width/8)`` bytes, MSB first,
-    zero-padded."""
-    values = np.asarray(values)
-    if width == 0 or values.size == 0:
-        return b""
-    v = values.astype(np.uint64, copy=False).ravel()
-    shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-    bits = ((v[:, None] >> shifts) & np.uint64(1)).astype(np.uint8)
-    return np.packbits(bits.ravel()).tobytes()
-
-
-def unpack_uint(data: bytes, n: int, width: int) -> np.ndarray:
-    """Inverse of :func:`pack_uint`; ``data`` must be exactly ``ceil(n*width/8)`` bytes with zero
-    padding bits (else :class:`CodecError`). Returns ``int64``."""
-    nbytes = (n * width + 7) // 8
-    if len(data) != nbytes:
-        raise CodecError(f"bit-packed data has {len(data)} bytes, expected {nbytes} for {n}×{width} bits")
-    if width == 0 or n == 0:
-        return np.zeros(n, dtype=np.int64)
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
-    if bits[n * width :].any():
-        raise CodecError("bit-packed data has non-zero padding bits")
-    bits = bits[: n * width].reshape(n, width).astype(np.uint64)
-    shifts = np.arange(width - 1, -1, -1, dtype=np.uint64)
-    return (bits << shifts).sum(axis=1, dtype=np.uint64).astype(np.int64)
-
-
-# ------------------------------------------------------------------------------------------------
-# validation helpers
-
-
-def _check_alphabet(alphabet_size: int) -> int:
-    if isinstance(alphabet_size, (bool, np.bool_)) or not isinstance(alphabet_size, (int, np.integer)):
-        raise ValueError(f"alphabet_size must be an int, got {type(alphabet_size).__name__}")
-    alphabet_size = int(alphabet_size)
-    if not 1 <= alphabet_size <= MAX_ALPHABET:
-        raise ValueError(f"alphabet_size must be in [1, {MAX_ALPHABET}], got {alphabet_size}")
-    return alphabet_size
-
-
-def _check_symbols(symbols, alphabet_size: int) -> np.ndarray:
-    alphabet_size = _check_alphabet(alphabet_size)
-    arr = np.asarray(symbols)
-    if arr.ndim != 1:
-        raise ValueError(f"symbols must be a 1-D array, got shape {arr.shape}")
-    if arr.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"symbols must have an integer dtype, got {arr.dtype}")
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0:
-        raise ValueError(f"symbols must be non-negative, found {lo}")
-    if hi >= alphabet_size:
-        raise ValueError(f"symbol {hi} is outside the alphabet [0, {alphabet_size})")
-    return arr.astype(np.int64, copy=False)
-
-
-def _check_decode_args(payload, n: int, alphabet_size: int) -> bytes:
-    _check_alphabet(alphabet_size)
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
-        raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-    return bytes(payload)
+# band and table helpers of the Huffman and range codecs
 
 
 def _open_band(symbols, alphabet_size: int) -> tuple[bytes, np.ndarray | None, int]:
@@ -238,7 +116,7 @@ def _open_band(symbols, alphabet_size: int) -> tuple[bytes, np.ndarray | None, i
     write the band header ``varint first, varint span``. Returns ``(head, rel, span)`` with
     ``rel = symbols − first``; ``rel`` is None when ``head`` is already the whole payload (no
     symbols: ``b""``; one distinct symbol: the header alone)."""
-    s = _check_symbols(symbols, alphabet_size)
+    s = check_symbols(symbols, alphabet_size)
     if s.size == 0:
         return b"", None, 0
     first, span = _band_header(s)
@@ -246,39 +124,6 @@ def _open_band(symbols, alphabet_size: int) -> tuple[bytes, np.ndarray | None, i
     if span == 0:
         return head, None, 0
     return head, s - first, span
-
-
-def _open_payload(name: str, payload, n: int, alphabet_size: int) -> "ByteReader | None":
-    """The common start of every ``decode``: check the arguments, refuse a non-empty payload for
-    ``n == 0`` (then return None: nothing to decode) and open a reader that raises CodecError."""
-    payload = _check_decode_args(payload, n, alphabet_size)
-    if n == 0:
-        if payload:
-            raise CodecError(f"{name}: non-empty payload for n = 0")
-        return None
-    return ByteReader(payload, CodecError, f"{name} payload")
-
-
-def _bitlength(x: int) -> int:
-    return int(x).bit_length()
-
-
-def _words_from_bytes(data: bytes) -> np.ndarray:
-    """Little-endian bytes -> uint32 words, zero-padding the last word."""
-    padded = data + b"\0" * (-len(data) % 4)
-    return np.frombuffer(padded, dtype="<u4").astype(np.uint32)
-
-
-def _bytes_from_words(words: np.ndarray) -> bytes:
-    return np.asarray(words, dtype=np.uint32).astype("<u4").tobytes()
-
-
-def _strip_last_word(data: bytes) -> bytes:
-    """Drop up to 3 trailing zero bytes: ``_words_from_bytes`` restores exactly the same words."""
-    k = 0
-    while k < 3 and k < len(data) and data[len(data) - 1 - k] == 0:
-        k += 1
-    return data[: len(data) - k]
 
 
 def _band_header(symbols: np.ndarray) -> tuple[int, int]:
@@ -300,7 +145,7 @@ def _write_table(present: np.ndarray, values: np.ndarray, span: int) -> bytes:
       varints, then the ``k`` values bit-packed — for bands with few present symbols (e.g. a
       few clusters of weights on a fine grid).
     """
-    width = _bitlength(int(values.max()))
+    width = bitlength(int(values.max()))
     band = np.zeros(span + 1, dtype=np.int64)
     band[present] = values
     dense = encode_varint(2 * width) + pack_uint(band, width)
@@ -342,32 +187,6 @@ def _read_table(reader: ByteReader, span: int, max_width: int, what: str) -> tup
     return present, values
 
 
-# ------------------------------------------------------------------------------------------------
-# the interface
-
-
-class Codec(ABC):
-    """A symbol-stream codec. ``name``: registry key; ``id``: stable 4-bit id for the file format."""
-
-    name: str = ""
-    id: int = -1
-
-    @abstractmethod
-    def encode(self, symbols: np.ndarray, alphabet_size: int) -> bytes:
-        """Encode a 1-D array of ints in ``[0, alphabet_size)`` into a self-contained payload."""
-
-    @abstractmethod
-    def decode(self, payload: bytes, n: int, alphabet_size: int) -> np.ndarray:
-        """Decode ``n`` symbols (``int64``) from a payload produced by :meth:`encode`."""
-
-    def encoded_bits(self, symbols: np.ndarray, alphabet_size: int) -> int:
-        """Exact size in bits of :meth:`encode`'s payload."""
-        return 8 * len(self.encode(symbols, alphabet_size))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, id={self.id})"
-
-
 class RawCodec(Codec):
     """Fixed-width bit packing: ``ceil(log2 alphabet_size)`` bits per symbol, MSB first, the last
     byte zero-padded. No table; the reference "no entropy coding" size."""
@@ -377,14 +196,14 @@ class RawCodec(Codec):
 
     @staticmethod
     def width(alphabet_size: int) -> int:
-        return _bitlength(alphabet_size - 1)
+        return bitlength(alphabet_size - 1)
 
     def encode(self, symbols, alphabet_size):
-        s = _check_symbols(symbols, alphabet_size)
+        s = check_symbols(symbols, alphabet_size)
         return pack_uint(s, self.width(alphabet_size))
 
     def decode(self, payload, n, alphabet_size):
-        payload = _check_decode_args(payload, n, alphabet_size)
+        payload = check_decode_args(payload, n, alphabet_size)
         s = unpack_uint(payload, n, self.width(alphabet_size))
         if s.size and int(s.max()) >= alphabet_size:
             raise CodecError(f"raw payload contains symbol {int(s.max())} >= alphabet size {alphabet_size}")
@@ -409,13 +228,13 @@ class _PackedBytesCodec(Codec):
     def _decompress(self, payload: bytes, size: int) -> bytes: ...
 
     def encode(self, symbols, alphabet_size):
-        s = _check_symbols(symbols, alphabet_size)
+        s = check_symbols(symbols, alphabet_size)
         if s.size == 0:
             return b""
         return self._compress(s.astype(self.dtype(alphabet_size)).tobytes())
 
     def decode(self, payload, n, alphabet_size):
-        payload = _check_decode_args(payload, n, alphabet_size)
+        payload = check_decode_args(payload, n, alphabet_size)
         if n == 0:
             if payload:
                 raise CodecError(f"{self.name}: non-empty payload for n = 0")
@@ -527,17 +346,17 @@ class HuffmanCodec(Codec):
         expected = int((counts[present] * lengths).sum())
         if nbits != expected:  # would mean the dyadic tree differs from the stored lengths
             raise RuntimeError(f"huffman: coded {nbits} bits, expected Σ count·length = {expected}")
-        return head + _write_table(present, lengths, span) + _strip_last_word(_bytes_from_words(words))
+        return head + _write_table(present, lengths, span) + strip_last_word(bytes_from_words(words))
 
     def decode(self, payload, n, alphabet_size):
-        reader = _open_payload("huffman", payload, n, alphabet_size)
+        reader = open_payload("huffman", payload, n, alphabet_size)
         if reader is None:
             return np.zeros(0, dtype=np.int64)
         first, span = _read_band(reader, alphabet_size)
         if span == 0:
             reader.expect_end()
             return np.full(n, first, dtype=np.int64)
-        present, lengths = _read_table(reader, span, _bitlength(self.MAX_LENGTH), "huffman")
+        present, lengths = _read_table(reader, span, bitlength(self.MAX_LENGTH), "huffman")
         maxlen = int(lengths.max())
         if maxlen > self.MAX_LENGTH:
             raise CodecError(f"huffman: code length {maxlen} exceeds {self.MAX_LENGTH}")
@@ -549,7 +368,7 @@ class HuffmanCodec(Codec):
         if n * int(lengths.min()) > avail_bits:
             raise CodecError(f"huffman: {len(coded)} payload bytes cannot hold {n} symbols")
         tree = constriction.symbol.huffman.DecoderHuffmanTree(np.ldexp(1.0, -lengths))
-        dec = constriction.symbol.QueueDecoder(_words_from_bytes(coded))
+        dec = constriction.symbol.QueueDecoder(words_from_bytes(coded))
         try:
             ranks = np.fromiter((dec.decode_symbol(tree) for _ in range(n)), dtype=np.int64, count=n)
         except Exception as exc:
@@ -632,7 +451,7 @@ class RangeCodec(Codec):
         counts = np.bincount(rel, minlength=span + 1).astype(np.int64)
         present = np.flatnonzero(counts)
         best = None
-        for m in range(0, _bitlength(int(counts.max()))):
+        for m in range(0, bitlength(int(counts.max()))):
             idx, rounded = self.quantize_counts(counts[present], m)
             table = encode_varint(m) + _write_table(present, idx, span)
             est = 8 * len(table) + self._information_bits(counts[present], rounded)
@@ -645,15 +464,15 @@ class RangeCodec(Codec):
         model = self._model(rounded)
         enc = constriction.stream.queue.RangeEncoder()
         enc.encode(ranks, model)
-        full = _bytes_from_words(enc.get_compressed())
+        full = bytes_from_words(enc.get_compressed())
         coded = full.rstrip(b"\0")
-        check = constriction.stream.queue.RangeDecoder(_words_from_bytes(coded)).decode(model, len(ranks))
+        check = constriction.stream.queue.RangeDecoder(words_from_bytes(coded)).decode(model, len(ranks))
         if not np.array_equal(check, ranks):  # never observed; keep the exact words then
-            coded = _strip_last_word(full)
+            coded = strip_last_word(full)
         return head + table + coded
 
     def decode(self, payload, n, alphabet_size):
-        reader = _open_payload("range", payload, n, alphabet_size)
+        reader = open_payload("range", payload, n, alphabet_size)
         if reader is None:
             return np.zeros(0, dtype=np.int64)
         first, span = _read_band(reader, alphabet_size)
@@ -666,7 +485,7 @@ class RangeCodec(Codec):
         coded = reader.take(reader.remaining)
         model = self._model(model_counts)
         try:
-            ranks = constriction.stream.queue.RangeDecoder(_words_from_bytes(coded)).decode(model, n)
+            ranks = constriction.stream.queue.RangeDecoder(words_from_bytes(coded)).decode(model, n)
         except Exception as exc:
             raise CodecError(f"range: corrupted payload ({exc})") from exc
         ranks = np.asarray(ranks, dtype=np.int64)
@@ -682,7 +501,9 @@ class RangeCodec(Codec):
         return present[ranks] + first
 
 
-CODECS: dict[str, Codec] = {c.name: c for c in (RawCodec(), HuffmanCodec(), RangeCodec(), Gzip9Codec(), Zstd22Codec())}
+CODECS: dict[str, Codec] = {
+    c.name: c for c in (RawCodec(), HuffmanCodec(), RangeCodec(), Gzip9Codec(), Zstd22Codec(), ContextCodec())
+}
 CODEC_BY_ID: dict[int, Codec] = {c.id: c for c in CODECS.values()}
 
 
@@ -700,8 +521,3 @@ def codec_by_id(codec_id: int) -> Codec:
         return CODEC_BY_ID[codec_id]
     except KeyError:
         raise CodecError(f"unknown codec id {codec_id}") from None
-
-
-# The context-adaptive codec lives in its own module; importing it registers it (name "context",
-# id 5) in CODECS / CODEC_BY_ID.
-from metaq_utils.coding import context as _context  # noqa: E402,F401

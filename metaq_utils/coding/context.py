@@ -93,15 +93,15 @@ import numpy as np
 
 import constriction
 
-from metaq_utils.coding.codecs import (
+from metaq_utils.coding.bitio import (
     Codec,
     CodecError,
-    _bytes_from_words,
-    _check_symbols,
-    _open_payload,
-    _strip_last_word,
-    _words_from_bytes,
+    bytes_from_words,
+    check_symbols,
     encode_varint,
+    open_payload,
+    strip_last_word,
+    words_from_bytes,
 )
 
 __all__ = ["ContextCodec", "INIT", "INC", "FLAG_LIMIT", "FLAG_LIMITS", "VALUE_LIMIT", "BIN_LIMIT", "SCHEMES", "candidate_strides"]
@@ -354,7 +354,7 @@ def _encode_stream(flags: np.ndarray, flag_counts: np.ndarray, ranks: np.ndarray
     if m > 1 and ranks.size:
         for a, counts in _value_count_chunks(ranks, m):
             enc.encode(ranks[a : a + len(counts)].astype(np.int32), _FAMILY, counts)
-    return _bytes_from_words(enc.get_compressed())
+    return bytes_from_words(enc.get_compressed())
 
 
 class ContextCodec(Codec):
@@ -373,7 +373,7 @@ class ContextCodec(Codec):
         """``vmodes``: the value modes to try (default all; ``(0,)``: the single categorical model
         only). A short stream may come out as the raw fixed-width packing (``cfg = RAW_CFG``) when
         that is strictly smaller."""
-        s = _check_symbols(symbols, alphabet_size)
+        s = check_symbols(symbols, alphabet_size)
         out = self._encode_coded(s, shapes, vmodes)
         if out and out[0] != 0 and alphabet_size >= 2:
             w = (int(alphabet_size) - 1).bit_length()
@@ -418,7 +418,7 @@ class ContextCodec(Codec):
         best_v = None
         if 0 in vmodes:  # value model 0: one adaptive categorical model over the band (the old coding)
             ranks, m = self._ranks(vals, z, first, span)
-            best_v = (_strip_last_word(_encode_stream(flags, flag_counts, ranks, m)), 0)
+            best_v = (strip_last_word(_encode_stream(flags, flag_counts, ranks, m)), 0)
         # value modes 1..: binarised levels; exact sizes of the two cheapest by ideal length
         levels = vals - z
         positions = np.flatnonzero(sig)
@@ -432,7 +432,7 @@ class ContextCodec(Codec):
             est.append((bits, vm, vb, vr, rem, rm))
         est.sort(key=lambda e: e[0])
         for _, vm, vb, vr, rem, rm in est[:2]:
-            code = _strip_last_word(_encode_stream(flags, flag_counts, rem, rm, vb, vr))
+            code = strip_last_word(_encode_stream(flags, flag_counts, rem, rm, vb, vr))
             if best_v is None or len(code) < len(best_v[0]):
                 best_v = (code, vm)
         code, vm = best_v
@@ -452,7 +452,7 @@ class ContextCodec(Codec):
         return 8 * len(self.encode(symbols, alphabet_size, shapes=shapes))
 
     def decode(self, payload, n, alphabet_size):
-        r = _open_payload("context", payload, n, alphabet_size)
+        r = open_payload("context", payload, n, alphabet_size)
         if r is None:
             return np.zeros(0, dtype=np.int64)
         cfg = r.varint(_N_CFG * _N_VM * len(FLAG_LIMITS) - 1, "scheme")
@@ -476,7 +476,7 @@ class ContextCodec(Codec):
         if m < 1:
             raise CodecError("context: the significant band holds only the most frequent symbol")
         coded = r.take(r.remaining)
-        words = _words_from_bytes(coded)
+        words = words_from_bytes(coded)
         nneg, npos = max(0, z - first), max(0, first + span - z)
         vb = vr = None
         try:
@@ -499,7 +499,7 @@ class ContextCodec(Codec):
         # Canonical check: the payload must be exactly what the encoder writes for these symbols
         # (detects truncation, trailing bytes and corruption that still decodes).
         if vmode == 0:
-            again = _strip_last_word(_encode_stream(flags, flag_counts, ranks, m))
+            again = strip_last_word(_encode_stream(flags, flag_counts, ranks, m))
             vals = ranks + first
             zo = z - first
             if 0 <= zo <= span:
@@ -508,7 +508,7 @@ class ContextCodec(Codec):
             vals = levels + z
             if int(vals.min()) != first or int(vals.max()) != first + span:
                 raise CodecError("context: decoded values do not span the stored band")
-            again = _strip_last_word(_encode_stream(flags, flag_counts, ranks, rm, vb, vr))
+            again = strip_last_word(_encode_stream(flags, flag_counts, ranks, rm, vb, vr))
         if again != coded:
             raise CodecError(
                 f"context: payload is not the encoding of the decoded symbols (truncated or corrupted; "
@@ -621,14 +621,3 @@ class ContextCodec(Codec):
             ranks[i] = r
             cnt, total = _adapt_value(cnt, total, r)
         return ranks
-
-
-def _register() -> None:
-    from metaq_utils.coding import codecs as _codecs
-
-    codec = ContextCodec()
-    _codecs.CODECS.setdefault(codec.name, codec)
-    _codecs.CODEC_BY_ID.setdefault(codec.id, codec)
-
-
-_register()

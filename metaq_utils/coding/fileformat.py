@@ -84,6 +84,33 @@ import numpy as np
 from metaq_utils.coding.codecs import ByteReader, CodecError, codec_by_id, encode_varint, get_codec
 from metaq_utils.coding.architectures import preprocessing_for
 from metaq_utils.coding.preprocessing import Preprocessing
+from metaq_utils.coding.format_types import (
+    DEFAULT_MAX_PARAMS,
+    FILE_INPUT,
+    FLAG_ALL,
+    KIND_GRID32,
+    KIND_GRID64,
+    KIND_NONE,
+    KIND_TABLE,
+    MAGIC,
+    MAX_ARCH_LEN,
+    MAX_CHANNELS,
+    MAX_CODEBOOK,
+    MAX_DIM,
+    MAX_GAP,
+    MAX_NDIM,
+    MAX_TENSORS,
+    MODES,
+    PRE_NONE,
+    PRE_NORMALIZE,
+    READABLE_VERSIONS,
+    VERSION,
+    CompressedFileError,
+    CompressedModel,
+    GroupInfo,
+    GroupSpec,
+    metaq_group,
+)
 from metaq_utils.core.grid import Grid, check_finite
 from metaq_utils.quant.quantization import dequantize, nearest_indices, quantize_indices
 from metaq_utils.store.atomic import atomic_write_bytes
@@ -107,115 +134,6 @@ __all__ = [
     "round_trip",
     "per_layer_table_groups",
 ]
-
-MAGIC = b"MTQ"
-VERSION = 2  # what the writer writes
-READABLE_VERSIONS = (1, 2)
-FILE_INPUT = "images in [0, 1], channels first"  # the input convention of the preprocessing block
-
-MAX_ARCH_LEN = 255  # bytes of UTF-8
-MAX_TENSORS = 65_536
-MAX_NDIM = 8
-MAX_DIM = 2**31
-DEFAULT_MAX_PARAMS = 2**28  # reader refuses files that would decode to more parameters
-MAX_CODEBOOK = 2**24
-MAX_GAP = 2**24
-MAX_CHANNELS = 255
-_PRE_NONE, _PRE_NORMALIZE = 0, 1
-
-_MODES = ("dense", "sparse", "float32")
-_KIND_GRID32, _KIND_GRID64, _KIND_TABLE, _KIND_NONE = 0, 1, 2, 3
-_FLAG_ALL = 0x10
-
-
-class CompressedFileError(ValueError):
-    """The bytes are not a valid METaQ compressed file: foreign (bad magic), unsupported version,
-    truncated or with trailing data, checksum mismatch, or internally inconsistent."""
-
-
-# ------------------------------------------------------------------------------------------------
-# what the writer is told, and what the reader returns
-
-
-@dataclass(frozen=True, eq=False)
-class GroupSpec:
-    """How to store a set of tensors (one group = one codebook + one storage mode + codec(s)).
-
-    tensors:        indices into the parameter list; ``None`` = all tensors (then it must be the
-                    only group). Stored ascending; the symbol stream follows parameter order.
-    codebook:       a :class:`Grid` (uniform METaQ grid), a 1-D float array (explicit table, e.g.
-                    per-layer k-means centroids, stored as float32), or ``None`` (mode float32).
-    mode:           ``"dense"`` | ``"sparse"`` | ``"float32"``.
-    codec:          codec name for the symbols (see :mod:`metaq_utils.coding.codecs`), e.g. ``"range"``.
-    index_codec:    sparse only: codec for the gaps; ``None`` = same as ``codec``.
-    max_gap:        sparse only: largest stored gap (Han et al.: 2**8 conv, 2**5 fc).
-    grid_precision: ``"auto"`` (float32 if lossless else float64) | ``"float32"`` (round the grid
-                    to float32 and quantize with the rounded grid) | ``"float64"``.
-    """
-
-    tensors: tuple[int, ...] | None = None
-    codebook: Grid | np.ndarray | None = None
-    mode: str = "dense"
-    codec: str = "range"
-    index_codec: str | None = None
-    max_gap: int = 256
-    grid_precision: str = "auto"
-
-
-def metaq_group(grid: Grid, codec: str = "range") -> GroupSpec:
-    """The METaQ convention: one dense group, every parameter on one shared grid."""
-    return GroupSpec(tensors=None, codebook=grid, mode="dense", codec=codec)
-
-
-@dataclass(frozen=True, eq=False)
-class GroupInfo:
-    """One group as read from a file."""
-
-    tensors: tuple[int, ...]  # parameter indices, ascending
-    mode: str  # "dense" | "sparse" | "float32"
-    codebook: Grid | np.ndarray | None  # Grid, float32 table, or None (float32 mode)
-    codec: str | None  # value codec (None for float32 mode)
-    index_codec: str | None  # sparse only
-    max_gap: int | None  # sparse only
-    n_entries: int | None  # sparse only: stored entries incl. filler zeros
-    payload_bytes: int  # bytes of coded payload(s), codec tables included (raw floats for float32)
-    group_bytes: int  # all bytes of the group: flags, tensor list, codebook, lengths, payloads
-
-
-@dataclass(frozen=True, eq=False)
-class CompressedModel:
-    """A decoded file. ``tensors``: float32 arrays in parameter order, each its own writable
-    buffer; ``shapes`` as stored; ``groups`` with codebooks, codecs and byte counts;
-    ``preprocessing``: the input normalisation recorded in the file (None: a version 1 file, or
-    none recorded)."""
-
-    arch: str
-    version: int
-    shapes: tuple[tuple[int, ...], ...]
-    tensors: list[np.ndarray]
-    groups: tuple[GroupInfo, ...]
-    file_bytes: int
-    preprocessing: Preprocessing | None = None
-
-    @property
-    def file_bits(self) -> int:
-        """Exact size of the whole file in bits (8 × bytes): the number every report uses."""
-        return 8 * self.file_bytes
-
-    @property
-    def n_params(self) -> int:
-        return int(sum(int(np.prod(s, dtype=np.int64)) for s in self.shapes))
-
-    @property
-    def codecs(self) -> tuple[str | None, ...]:
-        return tuple(g.codec for g in self.groups)
-
-    @property
-    def overhead_bytes(self) -> int:
-        """Bytes that are not coded payload: magic, version, length, arch, preprocessing, shapes, group headers,
-        codebooks, checksum."""
-        return self.file_bytes - sum(g.payload_bytes for g in self.groups)
-
 
 # ------------------------------------------------------------------------------------------------
 # writing
@@ -260,8 +178,8 @@ def _normalize_groups(groups, n_tensors: int) -> list[tuple[GroupSpec, tuple[int
     for gi, g in enumerate(groups):
         if not isinstance(g, GroupSpec):
             raise TypeError(f"group {gi}: expected GroupSpec, got {type(g).__name__}")
-        if g.mode not in _MODES:
-            raise ValueError(f"group {gi}: mode must be one of {_MODES}, got {g.mode!r}")
+        if g.mode not in MODES:
+            raise ValueError(f"group {gi}: mode must be one of {MODES}, got {g.mode!r}")
         if g.tensors is None:
             if len(groups) != 1:
                 raise ValueError(f"group {gi}: tensors=None (all tensors) is only allowed for a single group")
@@ -305,10 +223,10 @@ def _stored_grid(grid: Grid, precision: str) -> tuple[Grid, int]:
         w0_32, r_32 = float(np.float32(grid.w0)), float(np.float32(grid.r))
     exact32 = w0_32 == grid.w0 and r_32 == grid.r
     if precision == "float64" or (precision == "auto" and not exact32):
-        return grid, _KIND_GRID64
+        return grid, KIND_GRID64
     if not (np.isfinite(w0_32) and np.isfinite(r_32) and r_32 > 0):
         raise ValueError(f"{grid} cannot be stored in float32")
-    return Grid(w0_32, r_32, grid.C), _KIND_GRID32
+    return Grid(w0_32, r_32, grid.C), KIND_GRID32
 
 
 @dataclass
@@ -333,13 +251,13 @@ def _grid_values(grid: Grid) -> np.ndarray:
 def _quantize_group(spec: GroupSpec, flat: np.ndarray, gi: int) -> _Quantized:
     check_finite(flat, f"group {gi}: weights")
     if spec.mode == "float32":
-        return _Quantized(_KIND_NONE, b"", None, None, None, flat.copy(), flat)
+        return _Quantized(KIND_NONE, b"", None, None, None, flat.copy(), flat)
     cb = spec.codebook
     if isinstance(cb, Grid):
         grid, kind = _stored_grid(cb, spec.grid_precision)
         if grid.C > MAX_CODEBOOK:
             raise ValueError(f"group {gi}: C = {grid.C} exceeds {MAX_CODEBOOK}")
-        dt = "<f4" if kind == _KIND_GRID32 else "<f8"
+        dt = "<f4" if kind == KIND_GRID32 else "<f8"
         cb_bytes = np.array([grid.w0, grid.r], dtype=dt).tobytes() + encode_varint(grid.C)
         values = _grid_values(grid)
         if not np.isfinite(values).all():
@@ -352,7 +270,7 @@ def _quantize_group(spec: GroupSpec, flat: np.ndarray, gi: int) -> _Quantized:
         values = table.astype(np.float32)
         if not np.isfinite(values).all():
             raise ValueError(f"group {gi}: codebook table contains NaN or inf (after float32 rounding)")
-        kind = _KIND_TABLE
+        kind = KIND_TABLE
         cb_bytes = encode_varint(values.size) + values.astype("<f4").tobytes()
         to_index = lambda w: nearest_indices(w, values)  # noqa: E731
     if spec.mode == "dense":
@@ -387,8 +305,8 @@ def _group_flat(arrays: Sequence[np.ndarray], idx: tuple[int, ...]) -> np.ndarra
 
 def _encode_group(spec: GroupSpec, idx: tuple[int, ...], all_flag: bool, arrays, gi: int) -> tuple[bytes, np.ndarray]:
     q = _quantize_group(spec, _group_flat(arrays, idx), gi)
-    mode = _MODES.index(spec.mode)
-    out = bytearray([mode | (q.kind << 2) | (_FLAG_ALL if all_flag else 0)])
+    mode = MODES.index(spec.mode)
+    out = bytearray([mode | (q.kind << 2) | (FLAG_ALL if all_flag else 0)])
     if not all_flag:
         out += encode_varint(len(idx)) + encode_varint(idx[0])
         for a, b in zip(idx, idx[1:]):
@@ -431,13 +349,13 @@ def _validate_model(arch: str, tensors) -> tuple[bytes, list[np.ndarray]]:
 
 def _preprocessing_bytes(pre: Preprocessing | None) -> bytes:
     if pre is None:
-        return bytes([_PRE_NONE])
+        return bytes([PRE_NONE])
     if pre.channels > MAX_CHANNELS:
         raise ValueError(f"preprocessing has {pre.channels} channels, at most {MAX_CHANNELS} allowed")
     mean, std = np.asarray(pre.mean, "<f4"), np.asarray(pre.std, "<f4")
     if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
         raise ValueError(f"preprocessing {pre} cannot be stored in float32")
-    return bytes([_PRE_NORMALIZE]) + encode_varint(pre.channels) + mean.tobytes() + std.tobytes()
+    return bytes([PRE_NORMALIZE]) + encode_varint(pre.channels) + mean.tobytes() + std.tobytes()
 
 
 def encode_compressed(arch: str, tensors: Sequence, groups: GroupSpec | Sequence[GroupSpec], *,
@@ -678,9 +596,9 @@ def _decode(data: bytes, expected_arch, expected_shapes, max_params: int) -> Com
 
 def _read_preprocessing(r: ByteReader) -> Preprocessing | None:
     kind = r.u8()
-    if kind == _PRE_NONE:
+    if kind == PRE_NONE:
         return None
-    if kind != _PRE_NORMALIZE:
+    if kind != PRE_NORMALIZE:
         raise CompressedFileError(f"corrupted: unknown preprocessing kind {kind}")
     k = r.varint(min(MAX_CHANNELS, r.remaining // 8), "preprocessing channels")
     if k == 0:
@@ -696,7 +614,7 @@ def _read_preprocessing(r: ByteReader) -> Preprocessing | None:
 def _parse_group(r: ByteReader, gi: int, n_groups: int, sizes: list[int], covered: list[bool]) -> dict:
     start = r.pos
     flags = r.u8()
-    mode, kind, all_flag = flags & 3, (flags >> 2) & 3, bool(flags & _FLAG_ALL)
+    mode, kind, all_flag = flags & 3, (flags >> 2) & 3, bool(flags & FLAG_ALL)
     if flags & 0xE0 or mode == 3:
         raise CompressedFileError(f"corrupted: group {gi} has invalid flags 0x{flags:02x}")
     n_tensors = len(sizes)
@@ -719,12 +637,12 @@ def _parse_group(r: ByteReader, gi: int, n_groups: int, sizes: list[int], covere
             raise CompressedFileError(f"corrupted: tensor {i} is in more than one group")
         covered[i] = True
     size = sum(sizes[i] for i in idx)
-    job = {"tensors": idx, "mode": _MODES[mode], "size": size, "start": start}
+    job = {"tensors": idx, "mode": MODES[mode], "size": size, "start": start}
     # codebook
-    if (mode == 2) != (kind == _KIND_NONE):
-        raise CompressedFileError(f"corrupted: group {gi} combines mode {_MODES[mode]} with codebook kind {kind}")
-    if kind in (_KIND_GRID32, _KIND_GRID64):
-        dt, width = ("<f4", 4) if kind == _KIND_GRID32 else ("<f8", 8)
+    if (mode == 2) != (kind == KIND_NONE):
+        raise CompressedFileError(f"corrupted: group {gi} combines mode {MODES[mode]} with codebook kind {kind}")
+    if kind in (KIND_GRID32, KIND_GRID64):
+        dt, width = ("<f4", 4) if kind == KIND_GRID32 else ("<f8", 8)
         w0, rr = np.frombuffer(r.take(2 * width), dtype=dt).astype(np.float64)
         C = r.varint(MAX_CODEBOOK, f"C of group {gi}")
         try:
@@ -735,7 +653,7 @@ def _parse_group(r: ByteReader, gi: int, n_groups: int, sizes: list[int], covere
         job["values"] = _grid_values(grid)
         if not np.isfinite(job["values"]).all():
             raise CompressedFileError(f"corrupted: group {gi} grid centres overflow float32")
-    elif kind == _KIND_TABLE:
+    elif kind == KIND_TABLE:
         K = r.varint(min(MAX_CODEBOOK, r.remaining // 4), f"codebook size of group {gi}")
         if K == 0:
             raise CompressedFileError(f"corrupted: group {gi} has an empty codebook")
