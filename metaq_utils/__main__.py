@@ -7,6 +7,7 @@
   compress CKPT             quantize and write a compressed model file
   decompress FILE           compressed file → plain state_dict file (torch.save)
   evaluate PATH             a checkpoint or a compressed file → accuracy, size, ratio (--json)
+  export FILE --onnx OUT    a compressed file → its decoded network as ONNX (the onnx extra)
   batch FILE                run notebooks with parameter sets (papermill, on Dask) into runs/
 """
 from __future__ import annotations
@@ -256,6 +257,23 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from .export import OnnxUnavailableError, export_onnx
+    try:
+        out = export_onnx(args.file, args.onnx, include_preprocessing=args.with_preprocessing)
+    except OnnxUnavailableError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{out['mtq']} ({out['arch']}, {out['file_bits']:,} bits) → {out['onnx']} ({out['onnx_bytes']:,} bytes, "
+              f"opset {out['opset']}): input {out['input']['name']!r} (N, 1, 28, 28) float32, "
+              f"output {out['output']['name']!r} (N, {out['output']['shape'][1]})")
+        print(f"feed it: {out['preprocessing']['feed']}")
+    return 0
+
+
 def _cmd_dual(args) -> int:
     """K successive warm-started dual solves on a checkpoint's weights, on the variant's grid."""
     import numpy as np
@@ -390,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("path")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_evaluate)
+    ex = sub.add_parser("export", help="compressed file → its decoded network as ONNX (needs the onnx extra)")
+    ex.add_argument("file", help="a compressed model file (.mtq)")
+    ex.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    ex.add_argument("--with-preprocessing", action="store_true",
+                    help="put the input normalisation into the graph (it then takes images in [0, 1]); "
+                         "default: the bare network, fed normalised images as `evaluate` feeds it")
+    ex.add_argument("--json", action="store_true", help="print one JSON object")
+    ex.set_defaults(func=_cmd_export)
     b = sub.add_parser("batch", help="run notebooks with parameter sets (papermill, on Dask) into runs/; "
                        "resumes an earlier run of the same batch")
     b.add_argument("file", help="batch file (JSON), see metaq_utils/batch.py")

