@@ -288,6 +288,18 @@ def cmd_aggregate(args) -> None:
          "Written by `python experiments/benchmarks.py aggregate` from the runs under `runs/benchmarks/` and",
          "`runs/dense_reference/protocol/`. Ours are real files (the context codec), decoded and evaluated once on the",
          "test set; every choice on the validation split. The published sizes are each paper's own bit count.", ""]
+    dc_points = []          # Deep Compression on LeNet-5-Caffe (cmd_dc): one frontier row per bit setting, >= 3 seeds
+    for bits in DC_CAFFE_BITS:
+        res = [json.loads(p.read_text()) for p in sorted(dc_dir(bits, 0).parent.glob("seed*/result.json"))]
+        if len(res) >= 3:
+            dc_points.append(aggregate_seeds(
+                res, method="deep-compression", network="lenet5caffe", n_params=EXPECTED["lenet5caffe"],
+                run=str(dc_dir(bits, 0).parent.relative_to(RUNS)), budget=res[0]["budget"],
+                notes=f"Han et al.'s kept fractions (conv1 66 %, conv2 12 %, fc1 8 %, fc2 19 %), {bits[0]}-bit conv / "
+                      f"{bits[1]}-bit fc k-means sharing, Huffman; measured density "
+                      f"{100 * statistics.fmean(r['density'] for r in res):.2f} %"))
+    if dc_points:
+        append_points(dc_points)
     rows = []
     for arch in ("lenet5caffe", "lenet300100"):
         n = EXPECTED[arch]
