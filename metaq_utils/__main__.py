@@ -55,7 +55,7 @@ def _add_metaq_args(p: argparse.ArgumentParser, default_epochs: int) -> None:
     p.add_argument("--select-on", default="validation", choices=["validation", "test"],
                    help="where the best epoch (and C_Q) is selected: the validation split (the protocol, "
                         "PROTOCOL.md) or, explicitly, the test set (every result is then marked test-selected)")
-    p.add_argument("--name", default="metaq_lenet5", help="file stem of the saved models")
+    p.add_argument("--name", default=None, help="file stem of the saved models (default: metaq_<arch>)")
     p.add_argument("--checkpoint", default=None, help="last-epoch checkpoint, for --resume")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
@@ -131,7 +131,7 @@ def _cmd_train(args) -> int:
     data = load_mnist(args.root, verbose=False)
     model = make_model(train_cfg)
     reg = METaQRegularizer(model, metaq) if metaq is not None else None
-    out = Path(args.out) if args.out else BEFORE_DIR / f"{args.name}.pt"
+    out = Path(args.out) if args.out else BEFORE_DIR / f"{args.name or 'metaq_' + args.arch}.pt"
     res = train(model, data, train_cfg, regularizer=reg, best_path=out, checkpoint_path=args.checkpoint,
                 resume=args.resume, progress=not args.quiet, stop_rules=_stop_rules(args), select_on=args.select_on)
     if res.stopped_by:
@@ -151,7 +151,7 @@ def _cmd_pipeline(args) -> int:
     from .pipeline import default_cq_values, format_table, run_pipeline
     train_cfg, metaq = _configs(args)
     data = load_mnist(args.root, verbose=False)
-    res = run_pipeline(data, train_cfg, metaq, name=args.name,
+    res = run_pipeline(data, train_cfg, metaq, name=args.name or f"metaq_{args.arch}",
                        cq_values=default_cq_values(args.max_cq), tolerance=args.tolerance,
                        progress=not args.quiet, checkpoint_path=args.checkpoint, resume=args.resume,
                        use_best=not args.use_final, stop_rules=_stop_rules(args), select_on=args.select_on,

@@ -262,3 +262,28 @@ def test_cli_quantize_selects_on_validation_and_marks_test(tmp_path, mnist):
     qm = q2.build_model()
     assert q2.metrics["test_accuracy"] == evaluate(qm, mnist.test_x, mnist.test_y)["accuracy"]
     assert q2.metrics["val_accuracy"] == evaluate(qm, mnist.val_x, mnist.val_y)["accuracy"]
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "lenet300100", "lenet5caffe"])
+def test_cli_pipeline_names_its_files_after_the_network(arch, monkeypatch):
+    """The default file stem is metaq_<arch> (it was metaq_lenet5 for every network); --name overrides it."""
+    import metaq_utils.nn.data as data_mod
+    import metaq_utils.pipeline as pipeline_mod
+    from metaq_utils.__main__ import main
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(data, cfg, metaq, *, name, **kw):
+        seen.append((cfg.arch, name))
+        raise Stop
+
+    monkeypatch.setattr(data_mod, "load_mnist", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline_mod, "run_pipeline", fake_run)
+    for argv, stem in ((["pipeline", "--arch", arch, "--quiet"], f"metaq_{arch}"),
+                       (["pipeline", "--arch", arch, "--quiet", "--name", "mine"], "mine")):
+        with pytest.raises(Stop):
+            main(argv)
+        assert seen.pop() == (arch, stem)
