@@ -66,10 +66,12 @@ first block has δ = 10.465; the quoted 99.03 % / 2.01 % / 94.62 % comes from th
 block (epoch 70, C' = 66 by rule 10, log line 3947–3950). ``zeta = 50000``/``l`` of the log are
 the proximal bundle method's and unused with FISTA (``trainer.py`` 64–66).
 
-Our fast path: per step the weights are sorted once; within a grid interval (and sign of w) the
-candidates i0, l, r are fixed and the two costs are affine in w, so the choice (a)/(b) is a split
-point found by bisection with the same float32 comparison, and Σ_i x*_i comes from prefix sums
-(float64; the reference sums float32). Weights are cast to float32 (the reference's dtype).
+Our fast path: per step the weights are grouped once by grid interval, exactness (w = v_k) and
+sign (a counting sort); within a group the candidates i0, l, r are fixed and the two costs are
+affine in w, so if the float32 comparison gives the same choice at the group's smallest and
+largest weight it holds for the whole group (counts and sums then give Σ_i x*_i), otherwise each
+weight of the group is decided by the same comparison. Σ_i x*_i is summed in float64 (the
+reference sums float32). Weights are cast to float32 (the reference's dtype).
 """
 from __future__ import annotations
 
@@ -186,29 +188,59 @@ def reference_size(q: np.ndarray, sparsity_threshold: float = 1e-3, level: int =
 # ---------------------------------------------------------------------------------------------
 # the compiled solve
 @njit(cache=True, nogil=True)
-def _segments(ws, v32, p_lo, p_hi, seg_a, seg_kp, seg_kn, seg_sg):  # pragma: no cover - compiled
-    """Split the sorted mid weights ws[p_lo:p_hi] into runs of equal (kpos, kneg, sign):
-    kpos = first j with v_j ≥ w (searchsorted left), kneg = last j with v_j ≤ w. Returns the count."""
+def _group(w, v32, gw, gi, seg_a, seg_cnt, seg_sum, seg_min, seg_max):  # pragma: no cover - compiled
+    """Group the weights by segment, a counting sort in O(n): segment id (2·kpos + exact)·3 + sign + 1
+    for v_0 ≤ w ≤ v_{C−1} (kpos = first j with v_j ≥ w, exact: w = v_kpos), 6C for w < v_0, 6C + 1
+    for w > v_{C−1}. Fills gw/gi (weights and their indices, grouped), seg_a (starts, 6C + 3
+    entries), counts, float64 sums, min and max per segment. Returns −1, or the index of a NaN/inf."""
+    n = w.shape[0]
     C = v32.shape[0]
-    ns = 0
-    j = 0
-    last_kp, last_kn, last_sg = -1, -1, 2
-    for p in range(p_lo, p_hi):
-        x = ws[p]
-        while j < C - 1 and v32[j] < x:
-            j += 1
-        kp = j
-        kn = j if v32[j] == x else j - 1
-        sg = 1 if x > 0 else (-1 if x < 0 else 0)
-        if kp != last_kp or kn != last_kn or sg != last_sg:
-            seg_a[ns] = p
-            seg_kp[ns] = kp
-            seg_kn[ns] = kn
-            seg_sg[ns] = sg
-            ns += 1
-            last_kp, last_kn, last_sg = kp, kn, sg
-    seg_a[ns] = p_hi
-    return ns
+    S = 6 * C + 2
+    sid = np.empty(n, dtype=np.int64)
+    v0 = np.float64(v32[0])
+    inv_step = (C - 1) / (np.float64(v32[C - 1]) - v0)
+    for q in range(S):
+        seg_cnt[q] = 0
+        seg_sum[q] = 0.0
+        seg_min[q] = np.inf
+        seg_max[q] = -np.inf
+    for i in range(n):
+        x = w[i]
+        if not (x - x) == 0.0:
+            return i
+        if x < v32[0]:
+            q = 6 * C
+        elif x > v32[C - 1]:
+            q = 6 * C + 1
+        else:
+            # first j with v_j ≥ x: an arithmetic guess on the (near-)uniform grid, then corrected
+            lo = int(math.ceil((np.float64(x) - v0) * inv_step))
+            lo = min(max(lo, 0), C - 1)
+            while lo > 0 and v32[lo - 1] >= x:
+                lo -= 1
+            while v32[lo] < x:
+                lo += 1
+            e = 1 if v32[lo] == x else 0
+            sg = 2 if x > 0 else (0 if x < 0 else 1)
+            q = (2 * lo + e) * 3 + sg
+        sid[i] = q
+        seg_cnt[q] += 1
+        xd = np.float64(x)
+        seg_sum[q] += xd
+        if xd < seg_min[q]:
+            seg_min[q] = xd
+        if xd > seg_max[q]:
+            seg_max[q] = xd
+    seg_a[0] = 0
+    for q in range(S):
+        seg_a[q + 1] = seg_a[q] + seg_cnt[q]
+    fill = seg_a[:S].copy()
+    for i in range(n):
+        q = sid[i]
+        gw[fill[q]] = w[i]
+        gi[fill[q]] = i
+        fill[q] += 1
+    return -1
 
 
 @njit(cache=True, nogil=True)
@@ -225,25 +257,23 @@ def _first_better(x, vi0, xi0, vr, den, xl, xr):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _evaluate(xs, v32, ws, P, p_lo, p_hi, ns, seg_a, seg_kp, seg_kn, seg_sg, bp, isbp, rank, i0p, i0n,
-              seg_i0, seg_l, seg_r, seg_split, seg_low_first, xm):  # pragma: no cover - compiled
-    """One knapsack_specialized_pruning on ξ' = xs: fills xm (Σ_i x*_i, float64) and the per-segment
-    choice. Returns nb."""
+def _evaluate(xs, v32, gw, seg_a, seg_cnt, seg_sum, seg_min, seg_max, bp, seg_i0, seg_l, seg_r, seg_mode,
+              xm):  # pragma: no cover - compiled
+    """One knapsack_specialized_pruning on ξ' = xs: fills xm (Σ_i x*_i, float64) and, per segment,
+    i0, l, r and the mode (0: all second method, 1: all first, 2: mixed). Returns nb."""
     C = v32.shape[0]
-    n = ws.shape[0]
     eps = np.float32(1e-8)
     nb = reference_breakpoints(xs, v32, bp)
+    isbp = np.zeros(C, dtype=np.bool_)
     for j in range(C):
-        isbp[j] = False
         xm[j] = 0.0
-    for s in range(nb):
-        isbp[bp[s]] = True
+    for t in range(nb):
+        isbp[bp[t]] = True
     # b_vector (knapsack.py 130–135): v < 0 by ξ'/v descending, then v ≥ 0 by ξ'/v ascending
     ratio = np.empty(C, dtype=np.float32)
-    for j in range(C):
-        ratio[j] = xs[j] / v32[j]
     nneg = 0
     for j in range(C):
+        ratio[j] = xs[j] / v32[j]
         if v32[j] < 0:
             nneg += 1
     neg = np.empty(nneg, dtype=np.int64)
@@ -259,36 +289,43 @@ def _evaluate(xs, v32, ws, P, p_lo, p_hi, ns, seg_a, seg_kp, seg_kn, seg_sg, bp,
             b += 1
     on = np.argsort(-ratio[neg])
     op = np.argsort(ratio[pos])
-    for q in range(nneg):
-        rank[neg[on[q]]] = q
-    for q in range(C - nneg):
-        rank[pos[op[q]]] = nneg + q
-    # i0 for w > 0 in (v_{k-1}, v_k]: the breakpoint j ≥ k, v_j > 0, of least rank (suffix min)
+    rank = np.empty(C, dtype=np.int64)
+    for t in range(nneg):
+        rank[neg[on[t]]] = t
+    for t in range(C - nneg):
+        rank[pos[op[t]]] = nneg + t
+    # i0 for w > 0 with kpos = k: the breakpoint j ≥ k, v_j > 0, of least rank (suffix min);
+    # for w < 0 with kneg = k: the breakpoint j ≤ k, v_j < 0, of least rank (prefix min)
+    i0p = np.empty(C, dtype=np.int64)
+    i0n = np.empty(C, dtype=np.int64)
     best = -1
     for k in range(C - 1, -1, -1):
-        j = k
-        if isbp[j] and v32[j] > 0 and (best < 0 or rank[j] < rank[best]):
-            best = j
+        if isbp[k] and v32[k] > 0 and (best < 0 or rank[k] < rank[best]):
+            best = k
         i0p[k] = best
-    # i0 for w < 0 with kneg = k: the breakpoint j ≤ k, v_j < 0, of least rank (prefix min)
     best = -1
     for k in range(C):
-        j = k
-        if isbp[j] and v32[j] < 0 and (best < 0 or rank[j] < rank[best]):
-            best = j
+        if isbp[k] and v32[k] < 0 and (best < 0 or rank[k] < rank[best]):
+            best = k
         i0n[k] = best
-    # the breakpoint at or after each grid index (for the second method's bracket)
+    # position (in bp) of the first breakpoint at or after each grid index: the second method's r
     nxt = np.empty(C, dtype=np.int64)
-    pos_of = np.empty(C, dtype=np.int64)
-    for s in range(nb):
-        pos_of[bp[s]] = s
     cur = nb - 1
+    t = nb - 1
     for k in range(C - 1, -1, -1):
         if isbp[k]:
-            cur = pos_of[k]
+            while bp[t] != k:
+                t -= 1
+            cur = t
         nxt[k] = cur
-    for s in range(ns):
-        kp, kn, sg = seg_kp[s], seg_kn[s], seg_sg[s]
+    for q in range(6 * C):
+        m = seg_cnt[q]
+        if m == 0:
+            continue
+        kp = q // 6
+        e = (q // 3) % 2
+        sg = q % 3 - 1
+        kn = kp if e == 1 else kp - 1
         if sg > 0:
             i0 = i0p[kp]
         elif sg < 0:
@@ -300,82 +337,61 @@ def _evaluate(xs, v32, ws, P, p_lo, p_hi, ns, seg_a, seg_kp, seg_kn, seg_sg, bp,
             ir = 1
         r = bp[ir]
         l = bp[ir - 1]
-        seg_i0[s], seg_l[s], seg_r[s] = i0, l, r
+        seg_i0[q], seg_l[q], seg_r[q] = i0, l, r
         vi0, xi0 = v32[i0], xs[i0]
         vr, vl, xl, xr = v32[r], v32[l], xs[l], xs[r]
         den = np.float32(np.float32(vl - vr) + eps)
-        pa, pb = seg_a[s], seg_a[s + 1]
-        f_lo = _first_better(ws[pa], vi0, xi0, vr, den, xl, xr)
-        f_hi = _first_better(ws[pb - 1], vi0, xi0, vr, den, xl, xr)
-        split = pb
-        if f_lo != f_hi:   # affine costs: one crossing; first index whose choice differs from ws[pa]'s
-            lo, hi = pa, pb - 1
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if _first_better(ws[mid], vi0, xi0, vr, den, xl, xr) == f_lo:
-                    lo = mid
-                else:
-                    hi = mid
-            split = hi
-        seg_split[s] = split
-        seg_low_first[s] = f_lo
-        # Σ x*: first method puts w/v_i0 on i0; second θ2 on l, 1 − θ2 on r
-        for part in range(2):
-            qa = pa if part == 0 else split
-            qb = split if part == 0 else pb
-            m = qb - qa
-            if m == 0:
-                continue
-            S = P[qb] - P[qa]
-            first = f_lo if part == 0 else (not f_lo)
-            if first:
-                xm[i0] += S / np.float64(vi0)
-            else:
-                t2 = (S - m * np.float64(vr)) / np.float64(den)
-                xm[l] += t2
-                xm[r] += m - t2
-    xm[0] += p_lo
-    xm[C - 1] += n - p_hi
+        f_lo = _first_better(np.float32(seg_min[q]), vi0, xi0, vr, den, xl, xr)
+        f_hi = _first_better(np.float32(seg_max[q]), vi0, xi0, vr, den, xl, xr)
+        if f_lo == f_hi:   # affine costs: the same choice over the segment
+            seg_mode[q] = 1 if f_lo else 0
+            m1 = m if f_lo else 0
+            S1 = seg_sum[q] if f_lo else 0.0
+        else:              # the crossing is inside: decide each weight
+            seg_mode[q] = 2
+            m1 = 0
+            S1 = 0.0
+            for p in range(seg_a[q], seg_a[q + 1]):
+                if _first_better(gw[p], vi0, xi0, vr, den, xl, xr):
+                    m1 += 1
+                    S1 += np.float64(gw[p])
+        # Σ x*: the first method puts w/v_i0 on i0; the second θ2 on l, 1 − θ2 on r
+        if m1 > 0:
+            xm[i0] += S1 / np.float64(vi0)
+        m2 = m - m1
+        if m2 > 0:
+            S2 = seg_sum[q] - S1
+            t2 = (S2 - m2 * np.float64(vr)) / np.float64(den)
+            xm[l] += t2
+            xm[r] += m2 - t2
+    xm[0] += seg_cnt[6 * C]
+    xm[C - 1] += seg_cnt[6 * C + 1]
     return nb
 
 
 @njit(cache=True, nogil=True)
-def solve_step(w, v32, xi, delta, c_lo, c_hi, iterations, inv_zeta, scale, out, kind, xm, history):  # pragma: no cover
+def solve_step(w, v32, xi, delta, c_lo, c_hi, iterations, inv_zeta, scale, out, kind, xm, history,
+               gw, gi):  # pragma: no cover - compiled
     """One warm-started solve of the 2025 reference on w (float32), fused: FISTA (ξ updated in place,
-    float32), then out[i] = scale·β_i and kind[i] from the last evaluation. Returns (bad, nb, pruned mass)."""
-    n = w.shape[0]
+    float32), then out[i] = scale·β_i and kind[i] from the last evaluation. ``gw``/``gi``: grouping
+    buffers (length n). Returns (bad, nb, pruned mass)."""
     C = v32.shape[0]
-    for i in range(n):
-        if not (w[i] - w[i]) == 0.0:
-            return i, 0, 0.0
-    order = np.argsort(w)
-    ws = w[order]
-    P = np.zeros(n + 1)
-    for p in range(n):
-        P[p + 1] = P[p] + np.float64(ws[p])
-    p_lo = 0
-    while p_lo < n and ws[p_lo] < v32[0]:
-        p_lo += 1
-    p_hi = n
-    while p_hi > p_lo and ws[p_hi - 1] > v32[C - 1]:
-        p_hi -= 1
-    cap = 3 * C + 8
-    seg_a = np.empty(cap + 1, dtype=np.int64)
-    seg_kp = np.empty(cap, dtype=np.int64)
-    seg_kn = np.empty(cap, dtype=np.int64)
-    seg_sg = np.empty(cap, dtype=np.int64)
-    ns = _segments(ws, v32, p_lo, p_hi, seg_a, seg_kp, seg_kn, seg_sg)
+    S = 6 * C + 2
+    seg_a = np.empty(S + 1, dtype=np.int64)
+    seg_cnt = np.empty(S, dtype=np.int64)
+    seg_sum = np.empty(S)
+    seg_min = np.empty(S)
+    seg_max = np.empty(S)
+    bad = _group(w, v32, gw, gi, seg_a, seg_cnt, seg_sum, seg_min, seg_max)
+    if bad >= 0:
+        return bad, 0, 0.0
     bp = np.empty(C, dtype=np.int64)
-    isbp = np.zeros(C, dtype=np.bool_)
-    rank = np.empty(C, dtype=np.int64)
-    i0p = np.empty(C, dtype=np.int64)
-    i0n = np.empty(C, dtype=np.int64)
-    seg_i0 = np.empty(cap, dtype=np.int64)
-    seg_l = np.empty(cap, dtype=np.int64)
-    seg_r = np.empty(cap, dtype=np.int64)
-    seg_split = np.empty(cap, dtype=np.int64)
-    seg_low_first = np.empty(cap, dtype=np.bool_)
+    seg_i0 = np.zeros(S, dtype=np.int64)
+    seg_l = np.zeros(S, dtype=np.int64)
+    seg_r = np.zeros(S, dtype=np.int64)
+    seg_mode = np.zeros(S, dtype=np.int64)
     xs = np.empty(C, dtype=np.float32)
+    g = np.empty(C, dtype=np.float32)
     xi_prev = xi.copy()
     one = np.float32(1.0)
     two = np.float32(2.0)
@@ -388,10 +404,9 @@ def solve_step(w, v32, xi, delta, c_lo, c_hi, iterations, inv_zeta, scale, out, 
     for it in range(iterations):
         for j in range(C):
             xs[j] = xi[j] - delta                                      # knapsack.py 111
-        nb = _evaluate(xs, v32, ws, P, p_lo, p_hi, ns, seg_a, seg_kp, seg_kn, seg_sg, bp, isbp, rank, i0p,
-                       i0n, seg_i0, seg_l, seg_r, seg_split, seg_low_first, xm)
+        nb = _evaluate(xs, v32, gw, seg_a, seg_cnt, seg_sum, seg_min, seg_max, bp, seg_i0, seg_l, seg_r,
+                       seg_mode, xm)
         phi = 0.0
-        g = np.empty(C, dtype=np.float32)
         for j in range(C):
             c = np.float32(math.exp(np.float32(np.float32(ln2 * xi[j]) - one)))   # optimization.py 54
             c = min(max(c, lo32), hi32)                                           # 55
@@ -408,30 +423,37 @@ def solve_step(w, v32, xi, delta, c_lo, c_hi, iterations, inv_zeta, scale, out, 
         xi.sort()                                                      # 79
         t_prev = t
     # β = −λ of the last evaluation (knapsack.py 273–280; trainer.py 85), at the ξ' of that evaluation
-    d32 = delta
+    eps = np.float32(1e-8)
+    sc = scale          # in out's dtype (the caller casts it): (1 − α)λ·β in float32 (trainer.py 85)
     pruned = 0.0
-    b0 = np.float32(np.float32(xs[0] + d32) / v32[0])
-    bC = np.float32(np.float32(xs[C - 1] + d32) / v32[C - 1])
-    for p in range(p_lo):
-        out[order[p]] = b0 * scale
-        kind[order[p]] = 0
-    for p in range(p_hi, n):
-        out[order[p]] = bC * scale
-        kind[order[p]] = 1
-    for s in range(ns):
-        i0, l, r = seg_i0[s], seg_l[s], seg_r[s]
-        bf = np.float32(np.float32(xs[i0] + d32) / v32[i0])
+    b0 = np.float32(np.float32(xs[0] + delta) / v32[0])
+    bC = np.float32(np.float32(xs[C - 1] + delta) / v32[C - 1])
+    for p in range(seg_a[6 * C], seg_a[6 * C + 1]):
+        out[gi[p]] = b0 * sc
+        kind[gi[p]] = 0
+    for p in range(seg_a[6 * C + 1], seg_a[6 * C + 2]):
+        out[gi[p]] = bC * sc
+        kind[gi[p]] = 1
+    for q in range(6 * C):
+        if seg_cnt[q] == 0:
+            continue
+        i0, l, r = seg_i0[q], seg_l[q], seg_r[q]
+        bf = np.float32(np.float32(xs[i0] + delta) / v32[i0])
         bs = np.float32(np.float32(xs[r] - xs[l]) / np.float32(v32[r] - v32[l]))
-        pa, pb, split = seg_a[s], seg_a[s + 1], seg_split[s]
-        for p in range(pa, pb):
-            first = seg_low_first[s] if p < split else not seg_low_first[s]
-            if first:
-                out[order[p]] = bf * scale
-                kind[order[p]] = 2
-                pruned += 1.0 - np.float64(np.float32(ws[p] / v32[i0]))
+        den = np.float32(np.float32(v32[l] - v32[r]) + eps)
+        mode = seg_mode[q]
+        for p in range(seg_a[q], seg_a[q + 1]):
+            if mode == 2:
+                first = _first_better(gw[p], v32[i0], xs[i0], v32[r], den, xs[l], xs[r])
             else:
-                out[order[p]] = bs * scale
-                kind[order[p]] = 3
+                first = mode == 1
+            if first:
+                out[gi[p]] = bf * sc
+                kind[gi[p]] = 2
+                pruned += 1.0 - np.float64(np.float32(gw[p] / v32[i0]))
+            else:
+                out[gi[p]] = bs * sc
+                kind[gi[p]] = 3
     return -1, nb, pruned
 
 
@@ -471,6 +493,8 @@ class Reference2025Solver:
         self.kind = np.zeros(n, dtype=np.uint8)
         self.xm = np.zeros(self.C)
         self.history = np.empty(iterations)
+        self._gw = np.empty(n, dtype=np.float32)
+        self._gi = np.empty(n, dtype=np.int64)
         self.last_phi: float | None = None
         self.last_nb = 0
         self.last_pruned_mass = 0.0
@@ -485,8 +509,8 @@ class Reference2025Solver:
             raise ValueError(f"out must be a float32/float64 array of shape ({self.n},)")
         w32 = np.ascontiguousarray(w, dtype=np.float32)
         bad, nb, pruned = solve_step(w32, self.v32, self.xi, self.delta, self.c_lo, float(self.n),
-                                     self.iterations, self.inv_zeta, float(scale), out, self.kind, self.xm,
-                                     self.history)
+                                     self.iterations, self.inv_zeta, out.dtype.type(scale), out, self.kind, self.xm,
+                                     self.history, self._gw, self._gi)
         if bad >= 0:
             raise NonFiniteWeightError(int(bad))
         self.last_phi, self.last_nb, self.last_pruned_mass = float(self.history[-1]), int(nb), float(pruned)
