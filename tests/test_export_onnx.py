@@ -8,6 +8,7 @@ campaign file where the repository has one) checks the graphs of the other layer
 """
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -71,8 +72,11 @@ def _torch_logits(model, x: torch.Tensor) -> np.ndarray:
 
 
 def _compare(mtq: Path, onnx_path: Path, x_torch: torch.Tensor, x_feed: np.ndarray, *, raw_input: bool = False):
-    """(max |logit diff|, number of differing predictions, n) of the ONNX file against the decoded
-    torch model, and the check that the ONNX initializers are the decoded tensors bit for bit."""
+    """Runs the ONNX file in onnxruntime and the decoded torch model (float32, as `evaluate` runs it,
+    and in float64 as the reference of both) on the same inputs; checks the ONNX initializers are the
+    decoded tensors bit for bit and that onnxruntime's logits are as close to the float64 logits as
+    torch's own float32 logits are (4× their error, + 1e-5: both differ from float64 only by float32
+    rounding), on the 256 images where onnxruntime and torch differ most. Returns (max |ONNX − torch float32|, number of differing predictions, n)."""
     import onnx
     from onnx import numpy_helper
     cm = read_compressed(mtq)
@@ -84,7 +88,14 @@ def _compare(mtq: Path, onnx_path: Path, x_torch: torch.Tensor, x_feed: np.ndarr
     for (name, p), t in zip(model.named_parameters(), cm.tensors):
         assert name in inits, f"{name} not an initializer of {onnx_path.name}: {sorted(inits)}"
         assert inits[name].dtype == np.float32 and np.array_equal(inits[name], t), f"{name} differs from the file"
-    diff = float(np.max(np.abs(got.astype(np.float64) - ref)))
+    gap = np.max(np.abs(got.astype(np.float64) - ref), axis=1)
+    worst = np.argsort(gap)[-256:]                  # float64 (slow on CPU) on the images where they differ most
+    with torch.no_grad():
+        ref64 = copy.deepcopy(model).double()(x_torch[torch.as_tensor(worst)].double()).numpy()
+    diff = float(gap.max())
+    err_onnx, err_torch = (float(np.max(np.abs(a[worst].astype(np.float64) - ref64))) for a in (got, ref))
+    assert err_onnx <= 4 * err_torch + 1e-5, (f"{mtq.name}: ONNX logits {err_onnx:.3g} from the float64 ones, "
+                                              f"torch float32 {err_torch:.3g}; max |ONNX - torch| {diff:.3g}")
     return diff, int(np.sum(got.argmax(1) != ref.argmax(1))), ref.shape[0]
 
 
@@ -101,7 +112,6 @@ def test_export_matches_torch_on_the_test_set(rel, tmp_path, test_images):
     diff, wrong, n = _compare(REPO / rel, tmp_path / "model.onnx", xn, xn.numpy())
     assert n == 10_000
     assert wrong == 0, f"{rel}: {wrong} of {n} predictions differ; max |logit diff| {diff:.3g}"
-    assert diff < 1e-3, f"{rel}: max |logit diff| {diff:.3g}"
     print(f"{rel}: max |logit diff| {diff:.3g} over {n} test images, predictions equal")
 
 
@@ -113,7 +123,7 @@ def test_preprocessing_in_graph_takes_images_in_unit_range(tmp_path, test_images
     out = export_onnx(REPO / rel, tmp_path / "raw.onnx", include_preprocessing=True)
     assert out["preprocessing"]["in_graph"] is True
     diff, wrong, n = _compare(REPO / rel, tmp_path / "raw.onnx", x01, x01.numpy(), raw_input=True)
-    assert wrong == 0 and diff < 1e-3, f"{rel}: {wrong} of {n} differ, max |logit diff| {diff:.3g}"
+    assert wrong == 0, f"{rel}: {wrong} of {n} differ, max |logit diff| {diff:.3g}"
     bare = _torch_logits(model_from_compressed(read_compressed(REPO / rel)), xn)
     got = _session(tmp_path / "raw.onnx").run(["logits"], {"input": x01.numpy()})[0]
     assert np.array_equal(got.argmax(1), bare.argmax(1))
@@ -148,7 +158,7 @@ def test_every_architecture_exports(tmp_path, test_images):
         onnx_path = tmp_path / f"{arch}.onnx"
         assert export_onnx(mtq, onnx_path)["arch"] == arch
         diff, wrong, n = _compare(mtq, onnx_path, x, xf)
-        assert wrong == 0 and diff < 1e-3, f"{arch} ({mtq}): {wrong} of {n} differ, max |logit diff| {diff:.3g}"
+        assert wrong == 0, f"{arch} ({mtq}): {wrong} of {n} differ, max |logit diff| {diff:.3g}"
         print(f"{arch} ({mtq.relative_to(REPO) if mtq.is_relative_to(REPO) else mtq.name}): "
               f"max |logit diff| {diff:.3g} over {n} images")
 
@@ -164,10 +174,15 @@ def test_cli_end_to_end(tmp_path, test_images):
     assert info["onnx"] == str(out_path) and info["onnx_bytes"] == out_path.stat().st_size
     assert info["arch"] == read_compressed(REPO / rel).arch
     diff, wrong, n = _compare(REPO / rel, out_path, xn[:1000], xn[:1000].numpy())
-    assert wrong == 0 and diff < 1e-3
-    r = subprocess.run([sys.executable, "-m", "metaq_utils", "export", rel, "--onnx", str(out_path)],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and f"→ {out_path}" in r.stdout and "feed it:" in r.stdout, r.stdout + r.stderr
+    assert wrong == 0, f"{rel}: {wrong} of {n} differ, max |logit diff| {diff:.3g}"
+
+
+def test_cli_prints_what_it_wrote(tmp_path, capsys):
+    from metaq_utils.__main__ import main
+    out_path = tmp_path / "model.onnx"
+    assert main(["export", str(REPO / SHIPPED[0]), "--onnx", str(out_path)]) == 0
+    text = capsys.readouterr().out
+    assert f"→ {out_path} ({out_path.stat().st_size:,} bytes" in text and "feed it: float32 (x - " in text, text
 
 
 def _corrupted(tmp_path: Path) -> dict[str, Path]:
@@ -182,7 +197,7 @@ def _corrupted(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def test_corrupted_file_gives_the_format_error_and_writes_nothing(tmp_path):
+def test_corrupted_file_gives_the_format_error_and_writes_nothing(tmp_path, capsys):
     target = tmp_path / "out.onnx"
     target.write_bytes(b"earlier export")
     for name, path in _corrupted(tmp_path).items():
@@ -190,9 +205,9 @@ def test_corrupted_file_gives_the_format_error_and_writes_nothing(tmp_path):
             export_onnx(path, target)
         assert target.read_bytes() == b"earlier export", f"{name}: the earlier .onnx was touched"
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".mtq") == ["out.onnx"]   # no temporary left
-    r = subprocess.run([sys.executable, "-m", "metaq_utils", "export", str(tmp_path / "truncated.mtq"),
-                        "--onnx", str(tmp_path / "x.onnx")], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "error: truncated" in r.stderr and not (tmp_path / "x.onnx").exists(), r.stderr
+    from metaq_utils.__main__ import main
+    assert main(["export", str(tmp_path / "truncated.mtq"), "--onnx", str(tmp_path / "x.onnx")]) == 2
+    assert "error: truncated" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
 
 
 def test_refuses_to_overwrite_the_compressed_file(tmp_path):
