@@ -287,3 +287,13 @@ def test_center_quantization_and_size():
     nz = b"".join(np.float32(x).tobytes() for x in q if abs(float(x)) > 1e-3)
     assert rs["sparse_bytes"] == len(cctx.compress(bytes([byte]))) + len(cctx.compress(nz))
     assert reference_entropy(np.array([1, 1, 2, 2], dtype=F32)) == 5
+
+
+def test_beta_kept_and_scaled_output():
+    w = _weights()
+    g = grid_2025(64, 1.1)
+    s = Reference2025Solver(g.v, w.size, 10.53, iterations=3)
+    out = np.empty(w.size, dtype=F32)
+    s.step(w, 7e-4, out)
+    b = s.beta()
+    np.testing.assert_array_equal(out, (b.astype(F32) * F32(7e-4)))   # (1 − α)λ·β in float32

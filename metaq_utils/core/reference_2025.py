@@ -371,10 +371,10 @@ def _evaluate(xs, v32, gw, seg_a, seg_cnt, seg_sum, seg_min, seg_max, bp, seg_i0
 
 @njit(cache=True, nogil=True)
 def solve_step(w, v32, xi, delta, c_lo, c_hi, iterations, inv_zeta, scale, out, kind, xm, history,
-               gw, gi):  # pragma: no cover - compiled
+               gw, gi, beta):  # pragma: no cover - compiled
     """One warm-started solve of the 2025 reference on w (float32), fused: FISTA (ξ updated in place,
-    float32), then out[i] = scale·β_i and kind[i] from the last evaluation. ``gw``/``gi``: grouping
-    buffers (length n). Returns (bad, nb, pruned mass)."""
+    float32), then out[i] = scale·β_i, beta[i] = β_i (float32) and kind[i] from the last evaluation.
+    ``gw``/``gi``: grouping buffers (length n). Returns (bad, nb, pruned mass)."""
     C = v32.shape[0]
     S = 6 * C + 2
     seg_a = np.empty(S + 1, dtype=np.int64)
@@ -430,9 +430,11 @@ def solve_step(w, v32, xi, delta, c_lo, c_hi, iterations, inv_zeta, scale, out, 
     bC = np.float32(np.float32(xs[C - 1] + delta) / v32[C - 1])
     for p in range(seg_a[6 * C], seg_a[6 * C + 1]):
         out[gi[p]] = b0 * sc
+        beta[gi[p]] = b0
         kind[gi[p]] = 0
     for p in range(seg_a[6 * C + 1], seg_a[6 * C + 2]):
         out[gi[p]] = bC * sc
+        beta[gi[p]] = bC
         kind[gi[p]] = 1
     for q in range(6 * C):
         if seg_cnt[q] == 0:
@@ -449,10 +451,12 @@ def solve_step(w, v32, xi, delta, c_lo, c_hi, iterations, inv_zeta, scale, out, 
                 first = mode == 1
             if first:
                 out[gi[p]] = bf * sc
+                beta[gi[p]] = bf
                 kind[gi[p]] = 2
                 pruned += 1.0 - np.float64(np.float32(gw[p] / v32[i0]))
             else:
                 out[gi[p]] = bs * sc
+                beta[gi[p]] = bs
                 kind[gi[p]] = 3
     return -1, nb, pruned
 
@@ -495,6 +499,7 @@ class Reference2025Solver:
         self.history = np.empty(iterations)
         self._gw = np.empty(n, dtype=np.float32)
         self._gi = np.empty(n, dtype=np.int64)
+        self._beta = np.zeros(n, dtype=np.float32)
         self.last_phi: float | None = None
         self.last_nb = 0
         self.last_pruned_mass = 0.0
@@ -510,7 +515,7 @@ class Reference2025Solver:
         w32 = np.ascontiguousarray(w, dtype=np.float32)
         bad, nb, pruned = solve_step(w32, self.v32, self.xi, self.delta, self.c_lo, float(self.n),
                                      self.iterations, self.inv_zeta, out.dtype.type(scale), out, self.kind, self.xm,
-                                     self.history, self._gw, self._gi)
+                                     self.history, self._gw, self._gi, self._beta)
         if bad >= 0:
             raise NonFiniteWeightError(int(bad))
         self.last_phi, self.last_nb, self.last_pruned_mass = float(self.history[-1]), int(nb), float(pruned)
@@ -521,6 +526,10 @@ class Reference2025Solver:
         beta = np.empty(self.n)
         self.step(w, 1.0, beta)
         return beta
+
+    def beta(self) -> np.ndarray:
+        """β of the last step (float64 copy of the float32 values)."""
+        return self._beta.astype(np.float64)
 
     def kind_shares(self) -> dict[str, float]:
         """Shares of weights by what the last evaluation did: below v_0, above v_{C−1}, first method
