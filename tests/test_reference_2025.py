@@ -3,8 +3,8 @@
 ``_knapsack_pruning_ref`` and ``_fista_ref`` below are a line-by-line NumPy transcription, written
 for this test, of ``utils/knapsack.py::knapsack_specialized_pruning`` (lines 92–285) and
 ``utils/optimization.py::FISTA`` (lines 22–82) at that commit (dense n × C, float32 like the
-reference's tensors). The package's fast path (:mod:`metaq_utils.core.reference_2025`: sorted
-weights, split points, prefix sums) must agree with them on real weights.
+reference's tensors). The package's fast path (:mod:`metaq_utils.core.reference_2025`: weights
+grouped by grid interval, exactness and sign; per-group counts and sums) must agree with them on real weights.
 """
 import itertools
 
