@@ -6,18 +6,19 @@ epoch and the final epoch), ≥ 3 seeds.
     python experiments/reference_campaign.py reproduction --worker 0 --workers 2
     python experiments/reference_campaign.py ablation --epochs 12 --worker 1 --workers 2
 
-Runs are split between workers by index (run i goes to worker i mod W), one torch thread each, so
-two workers use the two cores; a second process on the same share (``--reverse``) takes its runs from
-the end. A process claims a run (``.claim`` with its pid and host, metaq_utils.store.claims) before
-starting it; a claim whose process is gone is taken over. Each run writes ``runs/<campaign>/<run>/``: ``last.pt`` (the
-resumable state after every epoch), ``best.pt`` (the validation-selected epoch), ``log.txt`` and,
-when finished, ``result.json``. A finished run (``result.json`` present) is skipped; an
-interrupted one resumes from ``last.pt`` and ends with the same weights as an uninterrupted run.
+The runs are declared for :class:`metaq_utils.campaign.Campaign` (issue 22: the one runner), which
+splits them between workers by index (run i goes to worker i mod W; one torch thread each, so two
+workers use the two cores), claims each before starting it (``.claim`` with its pid and host; a claim
+whose process is gone is taken over), skips a finished one (its ``result.json``, of the same identity;
+results written before the runner are accepted as they are) and records a failure under
+``runs/<campaign>/_state/failed/`` without stopping the others. Each run writes ``runs/<campaign>/<run>/``:
+``last.pt`` (the resumable state after every epoch), ``best.pt`` (the validation-selected epoch),
+``log.txt`` and, when finished, ``result.json``; an interrupted one resumes from ``last.pt`` and ends
+with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -30,7 +31,7 @@ from metaq_utils.nn.data import load_mnist
 from metaq_utils.nn.regularizer import METaQConfig, METaQRegularizer
 from metaq_utils.nn.training import evaluate, make_model, train
 from metaq_utils.pipeline import THESIS_TRAIN_CONFIG
-from metaq_utils.store.claims import ClaimFile
+from metaq_utils.campaign import Campaign, Run
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -53,16 +54,7 @@ def runs_for(campaign: str, epochs: int) -> list[tuple[str, int, dict, int]]:
     return [(f"{name}_seed{s}", s, kw, epochs) for s in SEEDS for name, kw in ABLATION.items()]
 
 
-def claim(out: Path, worker: str = "") -> bool:
-    """Claim a run for this process (``out/.claim``, created exclusively: a
-    :class:`metaq_utils.store.claims.ClaimFile` with our pid and host). A claim whose process is
-    gone is taken over (the run then resumes from ``last.pt``); so is a leftover claim file that
-    cannot be read (with a warning). The old pid-only claim files are read as claims of that pid."""
-    out.mkdir(parents=True, exist_ok=True)
-    return ClaimFile(out / ".claim").claim(worker)
-
-
-def run_one(out: Path, seed: int, metaq_kw: dict, epochs: int, data, command: str) -> None:
+def run_one(out: Path, seed: int, metaq_kw: dict, epochs: int, data, command: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cfg = replace(THESIS_TRAIN_CONFIG, epochs=epochs, seed=seed)
     metaq = METaQConfig(**{"xi_seed": seed, **metaq_kw})
@@ -95,11 +87,32 @@ def run_one(out: Path, seed: int, metaq_kw: dict, epochs: int, data, command: st
                   "entropy_grid_bits": res.final.get("entropy_grid_bits")},
         "history": res.history, "stopped_by": res.stopped_by, "wall_seconds_this_session": time.time() - t0,
     }
-    tmp = out / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out / "result.json")
     log.write(f"done: best epoch {res.best_epoch} val {result['best']['val_accuracy']:.4f} "
               f"test {result['best']['test_accuracy']:.4f}; final test {result['final']['test_accuracy']:.4f}\n")
+    log.close()
+    return result            # written as result.json by the runner (metaq_utils.campaign)
+
+
+def campaign(name: str, epochs: int | None, data, command: str, root: Path | None = None) -> Campaign:
+    """The declared runs of ``name`` (``reproduction`` or ``ablation``); ``data()`` loads MNIST once, when a
+    run starts."""
+    epochs = epochs or (144 if name == "reproduction" else 12)
+    root = root or REPO / "runs" / (name if name == "reproduction" else f"ablation_protocol/e{epochs}")
+    runs = [Run(run, root / run, {"campaign": name, "seed": seed, "epochs": ep, "metaq": kw,
+                                  "train": "THESIS_TRAIN_CONFIG"},
+                lambda out, seed=seed, kw=kw, ep=ep: run_one(out, seed, kw, ep, data(), command))
+            for run, seed, kw, ep in runs_for(name, epochs)]
+    return Campaign(name, runs, root / "_state", command=command, legacy=_same_run)
+
+
+def _same_run(run: Run, res: dict) -> str | None:
+    """A result written before the runner is this run if its seed, epochs and METaQ settings agree."""
+    ident = run.identity
+    bad = [f"{k} {res.get(k)!r} (declared {v!r})" for k, v in (("seed", ident["seed"]), ("epochs", ident["epochs"]))
+           if res.get(k) != v]
+    bad += [f"metaq.{k} {res.get('metaq', {}).get(k)!r} (declared {v!r})" for k, v in ident["metaq"].items()
+            if res.get("metaq", {}).get(k) != v]
+    return "; ".join(bad) or None
 
 
 def main(argv=None) -> int:
@@ -112,27 +125,23 @@ def main(argv=None) -> int:
     p.add_argument("--reverse", action="store_true",
                    help="take this worker's runs from the end (a second process on the same share)")
     a = p.parse_args(argv)
-    epochs = a.epochs or (144 if a.campaign == "reproduction" else 12)
     torch.set_num_threads(1)
-    data = load_mnist(REPO / "data", verbose=False)
-    root = REPO / "runs" / (a.campaign if a.campaign == "reproduction" else f"ablation_protocol/e{epochs}")
+    loaded = []
+
+    def data():
+        if not loaded:
+            loaded.append(load_mnist(REPO / "data", verbose=False))
+        return loaded[0]
+
     command = "python experiments/reference_campaign.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    todo = [r for i, r in enumerate(runs_for(a.campaign, epochs)) if i % a.workers == a.worker]
-    for name, seed, kw, ep in (reversed(todo) if a.reverse else todo):
-        if a.only and name not in a.only.split(","):
-            continue
-        out = root / name
-        if (out / "result.json").exists():
-            print(f"[campaign] {name}: done, skipped", flush=True)
-            continue
-        if not claim(out, f"w{a.worker}"):
-            print(f"[campaign] {name}: claimed by another process, skipped", flush=True)
-            continue
-        print(f"[campaign] {name} ({ep} epochs) -> {out.relative_to(REPO)}", flush=True)
-        try:
-            run_one(out, seed, kw, ep, data, command)
-        except Exception as e:      # one failed run does not stop the campaign; it is reported
-            print(f"[campaign] {name} FAILED: {type(e).__name__}: {e}", flush=True)
+    c = campaign(a.campaign, a.epochs, data, command)
+    names = [r.name for r in c.runs]
+    mine = [n for i, n in enumerate(names) if i % a.workers == a.worker]
+    if a.only:
+        mine = [n for n in mine if n in a.only.split(",")]
+    if a.reverse:                       # a second process on the same share takes its runs from the end
+        c.runs = c.runs[::-1]
+    c.run(f"w{a.worker}", only=mine)
     return 0
 
 
