@@ -291,3 +291,32 @@ def test_end_to_end_tiny_run_decodes_to_the_stated_accuracy(small_mnist, tmp_pat
     assert result.density < 0.1                                    # the zero component took most weights
     assert result.compression_ratio > 100
     assert result.to_json_dict()["method"] == "soft-weight-sharing"
+
+
+def test_interrupted_run_resumes_to_the_same_file(small_mnist, tmp_path, monkeypatch):
+    from metaq_utils.nn.data import MNISTTensors
+    d = small_mnist
+    data = MNISTTensors(d.train_x[:512], d.train_y[:512], d.test_x[:300], d.test_y[:300], d.val_x[:300], d.val_y[:300],
+                        dict(d.split, val_size=300))
+    torch.manual_seed(1)
+    dense = build_model("lenet300100")
+    cfg = SoftWeightSharingConfig(epochs=3, batch_size=64, tau=0.05, lr_gammas=0.1, lr_rhos=0.1, select="smallest",
+                                  max_val_drop=1.0)
+    whole, _ = SoftWeightSharing(cfg, data).run(dense, "lenet300100", out_dir=tmp_path / "whole")
+    score = SoftWeightSharing._score_epoch
+
+    def interrupt(self, model, prior, arch, epoch, files, out_dir):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return score(self, model, prior, arch, epoch, files, out_dir)
+
+    monkeypatch.setattr(SoftWeightSharing, "_score_epoch", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        SoftWeightSharing(cfg, data).run(dense, "lenet300100", out_dir=tmp_path / "cut")
+    monkeypatch.setattr(SoftWeightSharing, "_score_epoch", score)
+    resumed, _ = SoftWeightSharing(cfg, data).run(dense, "lenet300100", out_dir=tmp_path / "cut")
+    assert resumed.file_bytes == whole.file_bytes and resumed.epoch == whole.epoch
+    strip = lambda h: {k: v for k, v in h.items() if k != "epoch_seconds"}  # noqa: E731
+    assert [strip(h) for h in resumed.history] == [strip(h) for h in whole.history]
+    for k in range(4):
+        assert (tmp_path / "cut" / "epochs" / f"e{k}.mtq").read_bytes() == (tmp_path / "whole" / "epochs" / f"e{k}.mtq").read_bytes()
