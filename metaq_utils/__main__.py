@@ -287,8 +287,15 @@ def _cmd_dual(args) -> int:
     C = args.C if args.C is not None else (ck.grid or {}).get("C", THESIS_GRID_C)
     if args.variant in ("none", "adjacent"):
         raise SystemExit(f"dual: variant {args.variant!r} has no dual solve")
-    cfg = METaQConfig(C=int(C), w0=rng.w0, r=rng.r, method=args.method, iterations=args.iterations,
-                      zeta=args.zeta, variant=args.variant, **_xi_kwargs(args))
+    if args.variant == "reference_2025":   # the logged grid (C 64, r 1.1, w0 by the zero-bucket rule) unless given
+        kw = dict(iterations=args.iterations, zeta=args.zeta, delta=args.delta, **_xi_kwargs(args))
+        if args.w0 is not None:
+            cfg = METaQConfig(C=args.C or 64, r=args.r or 1.1, w0=args.w0, variant="reference_2025", **kw)
+        else:
+            cfg = METaQConfig.reference_2025(args.C or 64, args.r or 1.1, args.bucket_zero, **kw)
+    else:
+        cfg = METaQConfig(C=int(C), w0=rng.w0, r=rng.r, method=args.method, iterations=args.iterations,
+                          zeta=args.zeta, variant=args.variant, **_xi_kwargs(args))
     model = ck.build_model()
     reg = METaQRegularizer(model, cfg)
     w = flatten(reg.params)
@@ -298,6 +305,8 @@ def _cmd_dual(args) -> int:
         beta = reg.entropy_gradient(w)
         steps.append({"xi": [float(x) for x in reg.xi], "phi": float(reg.last_value),
                       "beta": beta_summary(beta)})
+        if cfg.variant == "reference_2025":   # the zero bucket's share, β over it, the knapsack's choices
+            steps[-1]["beta"].update(reg.zero_bucket_stats(w, beta))
     out = {"checkpoint": str(args.checkpoint), "variant": cfg.variant, "grid": {"w0": cfg.w0, "r": cfg.r, "C": cfg.C},
            "dual_grid_v": [float(x) for x in v], "start_rule": cfg.start_rule, "return_rule": cfg.return_rule,
            "n": int(w.size), "share_above_grid": float(np.mean(w > v[-1])),
@@ -386,7 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("dual", help="K warm-started dual solves on a checkpoint's weights: what β the term adds")
     dl.add_argument("checkpoint")
     dl.add_argument("--variant", default="reference", choices=["reference", "thesis", "flipped", "sorted",
-                                                                 "constant_best"])
+                                                                 "constant_best", "reference_2025"])
+    dl.add_argument("--delta", type=float, default=10.53, help="reference_2025: the shift δ of ξ (log: 10.53)")
+    dl.add_argument("--bucket-zero", type=int, default=None,
+                    help="reference_2025: the zero bucket (default round((C-1)/2)); sets w0 by train.py 66")
     dl.add_argument("--steps", type=int, default=1, help="successive warm-started solves (K)")
     dl.add_argument("--method", default="fista", choices=["dss", "fista", "pbm_thesis", "bundle"])
     dl.add_argument("--iterations", type=int, default=15)

@@ -65,3 +65,27 @@ def test_dual_bad_input_is_named(uniform_ckpt, tmp_path):
     bad.write_bytes(path.read_bytes()[:1000])          # a truncated checkpoint
     out = _dual(bad)
     assert out.returncode != 0 and "bad.pt" in out.stderr
+
+
+def test_dual_reference_2025_json_reports_the_zero_bucket(uniform_ckpt):
+    """`--variant reference_2025`: the logged grid (C 64, r 1.1, w0 −0.017), the 1b7583f solve, and the
+    zero bucket's share and β over it in each step's β statistics."""
+    from metaq_utils.core.reference_2025 import Reference2025Solver, grid_2025, quantize_center
+    path, m = uniform_ckpt
+    out = _dual(path, "--variant", "reference_2025", "--steps", "2", "--delta", "10.53", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["variant"] == "reference_2025" and res["grid"] == {"w0": -0.017, "r": 1.1, "C": 64}
+    w = torch.cat([p.detach().reshape(-1) for p in m.parameters()]).numpy()
+    g = grid_2025(64, 1.1)
+    solver = Reference2025Solver(g.v, w.size, 10.53, xi0=sorted_uniform_xi(64, 0.0, 1.0, 0))
+    k, _ = quantize_center(w, g.v)
+    for step in res["steps"]:
+        beta = solver.solve(w)
+        np.testing.assert_allclose(step["xi"], solver.xi, rtol=1e-6)
+        b = step["beta"]
+        assert b["zero_bucket"] == 32 and b["zero_bucket_share"] == pytest.approx(float(np.mean(k == 32)))
+        assert b["beta_zero_bucket_mean"] == pytest.approx(float(beta[k == 32].mean()))
+        assert b["knapsack_prune"] + b["knapsack_split"] + b["knapsack_below"] + b["knapsack_above"] == pytest.approx(1)
+    bad = _dual(path, "--variant", "reference_2025", "--bucket-zero", "63")
+    assert bad.returncode != 0 and "bucket_zero" in bad.stderr

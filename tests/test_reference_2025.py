@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from metaq_utils.core.dual import NonFiniteWeightError
+from metaq_utils.core.reference import sorted_uniform_xi
 from metaq_utils.core.reference_2025 import (Reference2025Solver, grid_2025, quantize_center, reference_entropy,
                                              reference_size, zero_bucket_share)
 
@@ -297,3 +298,125 @@ def test_beta_kept_and_scaled_output():
     s.step(w, 7e-4, out)
     b = s.beta()
     np.testing.assert_array_equal(out, (b.astype(F32) * F32(7e-4)))   # (1 − α)λ·β in float32
+
+
+def test_regularizer_hook_reference_2025():
+    """variant='reference_2025' in METaQConfig/METaQRegularizer: grad += λ(1−α)β + λα·w, β from the solver."""
+    from metaq_utils.nn.networks import build_model
+    from metaq_utils.nn.regularizer import METaQConfig, METaQRegularizer
+    cfg = METaQConfig.reference_2025()
+    assert (cfg.w0, cfg.bucket_zero, cfg.delta) == (-0.017, 32, 10.53)
+    with pytest.raises(ValueError):
+        METaQConfig(C=64, r=1.1, w0=0.0, bucket_zero=32, variant="reference_2025")
+    with pytest.raises(ValueError):
+        METaQConfig(bucket_zero=2)           # not reference_2025
+    with pytest.raises(ValueError):
+        METaQConfig.reference_2025(delta=float("inf"))
+    torch.manual_seed(0)
+    m = build_model("lenet5")
+    reg = METaQRegularizer(m, cfg)
+    for p in m.parameters():
+        p.grad = torch.zeros_like(p)
+    reg.after_backward(m)
+    w = torch.cat([p.detach().reshape(-1) for p in m.parameters()]).numpy()
+    s = Reference2025Solver(grid_2025().v, w.size, 10.53, xi0=cfg.initial_xi(w.size).astype(F32))
+    beta = s.solve(w)
+    g = torch.cat([p.grad.reshape(-1) for p in m.parameters()]).numpy()
+    expect = (beta.astype(F32) * F32(cfg.lam * (1 - cfg.alpha))) + F32(cfg.lam * cfg.alpha) * w
+    np.testing.assert_allclose(g, expect, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(reg.last_beta, beta)
+    met = reg.epoch_metrics(m)
+    assert 0 <= met["zero_bucket_share"] <= 1 and "knapsack_prune" in met
+    reg2 = METaQRegularizer(m, cfg)
+    reg2.load_state_dict(reg.state_dict())
+    np.testing.assert_array_equal(reg2._ref.xi, reg._ref.xi)
+
+
+# -- the regularizer hook (variant 'reference_2025') -------------------------------------------
+def test_config_validation():
+    from metaq_utils.nn.regularizer import METaQConfig
+
+    cfg = METaQConfig.reference_2025()
+    assert (cfg.C, cfg.r, cfg.w0, cfg.bucket_zero, cfg.delta) == (64, 1.1, -0.017, 32, 10.53)
+    for bad in (dict(method="dss"), dict(R="l1"), dict(xi_return="best"), dict(delta=float("nan")),
+                dict(delta=float("inf"))):
+        with pytest.raises(ValueError):
+            METaQConfig.reference_2025(**bad)
+    with pytest.raises(ValueError, match="needs w0"):       # bucket_zero fixes w0 (train.py 66)
+        METaQConfig(C=64, r=1.1, w0=0.0, bucket_zero=32, variant="reference_2025")
+    with pytest.raises(ValueError, match="applies to variant .reference_2025. only"):
+        METaQConfig(C=64, r=1.1, w0=-0.017, bucket_zero=32, variant="reference")
+    with pytest.raises(ValueError):                         # bucket_zero out of [0, C − 2]
+        METaQConfig.reference_2025(C=64, bucket_zero=63)
+    with pytest.raises(ValueError):                         # C < 2
+        METaQConfig.reference_2025(C=1)
+    with pytest.raises(ValueError):                         # a grid without v_0 < 0 < v_(C−1)
+        METaQConfig(C=64, r=1.1, w0=2.0, variant="reference_2025")
+    # zero bucket off: a given w0 without bucket_zero is accepted (the ablation's grid)
+    assert METaQConfig(C=64, r=1.1, w0=0.0, variant="reference_2025").bucket_zero is None
+
+
+def _lenet_with_grads(seed=0):
+    from metaq_utils.nn.checkpoints import load_checkpoint
+
+    model = load_checkpoint(CKPT).build_model()
+    torch.manual_seed(seed)
+    x = torch.randn(8, 1, 28, 28)
+    y = torch.randint(0, 10, (8,))
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    return model
+
+
+def test_hook_gradient_against_transcription():
+    """The hook adds (1 − α)λ·(−λ_knap) (trainer.py 85) and λα·w (Adam's coupled weight decay,
+    trainer.py 22) to ∇loss, with λ_knap from the transcribed FISTA/knapsack, warm-started over two
+    steps on the shipped LeNet-5."""
+    from metaq_utils.nn.regularizer import METaQConfig, METaQRegularizer
+
+    model = _lenet_with_grads()
+    cfg = METaQConfig.reference_2025(iterations=5)
+    reg = METaQRegularizer(model, cfg)
+    g = grid_2025(64, 1.1)
+    xi_ref = sorted_uniform_xi(64, 0.0, 1.0, 0)
+    for step in range(2):
+        w = np.concatenate([p.detach().numpy().reshape(-1) for p in model.parameters()]).astype(F32)
+        g_loss = np.concatenate([p.grad.numpy().reshape(-1) for p in model.parameters()]).astype(np.float64)
+        reg.after_backward(model)
+        got = np.concatenate([p.grad.numpy().reshape(-1) for p in model.parameters()]).astype(np.float64)
+        xi_ref, lam = _fista_ref(xi_ref, g.v, w, 64, w.size, 1e-2, 10.53, 1e5, 5)
+        np.testing.assert_allclose(reg.xi, xi_ref, rtol=0, atol=1e-5)
+        want = g_loss + (1 - 0.533) * 0.0015 * (-lam.astype(np.float64)) + 0.0015 * 0.533 * w
+        agree = np.isclose(got, want, rtol=1e-5, atol=1e-9)
+        assert agree.mean() > 0.999, (step, agree.mean())
+        np.testing.assert_allclose(reg.last_beta[agree], -lam[agree], rtol=1e-5, atol=1e-6)
+        xi_ref = reg._ref.xi.copy()      # keep both on the same ξ
+        with torch.no_grad():            # move the weights a little, fresh gradients
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 1e-3)
+                p.grad.normal_(0, 1e-2)
+
+
+def test_hook_metrics_and_resume():
+    from metaq_utils.nn.regularizer import METaQConfig, METaQRegularizer
+
+    model = _lenet_with_grads()
+    cfg = METaQConfig.reference_2025(iterations=3)
+    reg = METaQRegularizer(model, cfg)
+    reg.after_backward(model)
+    m = reg.epoch_metrics(model)
+    w = np.concatenate([p.detach().numpy().reshape(-1) for p in model.parameters()])
+    zero = quantize_center(w, grid_2025(64, 1.1).v)[0] == 32
+    assert m["zero_bucket"] == 32 and m["zero_bucket_share"] == pytest.approx(zero.mean())
+    assert m["beta_zero_bucket_mean"] == pytest.approx(float(reg.last_beta[zero].mean()))
+    assert sum(m[f"knapsack_{k}"] for k in ("below", "above", "prune", "split")) == pytest.approx(1.0)
+    # a saved state resumes the warm start: the next step equals the uninterrupted one
+    state = reg.state_dict()
+    reg.after_backward(model)
+    want = reg._ref.xi.copy()
+    other = METaQRegularizer(model, cfg)
+    other.load_state_dict(state)
+    other.after_backward(model)
+    np.testing.assert_array_equal(other._ref.xi, want)
+    with pytest.raises(ValueError):
+        METaQRegularizer(model, METaQConfig.reference_2025(delta=5.0)).load_state_dict(state)

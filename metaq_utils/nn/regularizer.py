@@ -37,6 +37,11 @@ variant            what is added
               ``∂F/∂w_i = (ξ_{k+1} − ξ_k)/Δ`` with ``ξ_b = log2 c_b + 1/ln 2``. Entropy falls when
               F rises, so the step *raises* F (lowers the soft entropy). No dual iterations.
 ``none``           only the ``λα·∂R`` term: the no-entropy-term control with the same R
+``reference_2025`` ``+λ(1−α)β`` and ``+λα·w``, β from METaQ's 2025 form as cardiaa/METaQ
+                   ``1b7583f`` runs it: the δ-shifted pruning knapsack (``delta``), FISTA with c
+                   clamped to [c_lo, n] — :mod:`metaq_utils.core.reference_2025`. The hook gives the
+                   second of that code's two Adam steps per batch (``trainer.py`` 53–90); the
+                   first, plain step is the training loop's (``experiments/metaq2025.py`` runs both)
 =================  ===========================================================================
 
 The start rule (``xi_start``: ``constant`` | ``sorted_uniform`` | ``given`` with ``xi0``) and the
@@ -70,12 +75,13 @@ from ..core.dual import (METHODS, RETURN_RULES, DualOracle, FistaSolver, NonFini
 from ..core.grid import THESIS_GRID_C, THESIS_GRID_R, THESIS_GRID_W0, Grid
 from ..core.params import flatten
 from ..core.reference import ReferenceSolver, reference_grid, sorted_uniform_xi
+from ..core.reference_2025 import Reference2025Solver, grid_2025, quantize_center
 from ..quant.quantization import entropy_bits
 
 __all__ = ["METaQConfig", "METaQRegularizer", "VARIANTS", "adjacent_relaxation", "flat_parameters",
            "float_entropy_bits", "grid_entropy_bits"]
 
-VARIANTS = ("reference", "thesis", "flipped", "sorted", "constant_best", "adjacent", "none")
+VARIANTS = ("reference", "thesis", "flipped", "sorted", "constant_best", "adjacent", "none", "reference_2025")
 DUAL_METHODS = METHODS
 START_RULES = ("constant", "sorted_uniform", "given")
 # the variants whose β comes from a warm-started dual solve on the bucket-centre grid
@@ -105,6 +111,15 @@ class METaQConfig:
     max_xi: float = 1.0
     xi_seed: int = 0                # seed of the sorted-uniform start
     head_sign: bool = False         # reference only: −β, as the repository's HEAD (trainer.py 85)
+    delta: float = 10.53            # reference_2025 only: the shift δ of ξ (knapsack.py 111 at 1b7583f)
+    bucket_zero: int | None = None  # reference_2025: the zero bucket; w0 must then follow train.py 66
+
+    @classmethod
+    def reference_2025(cls, C: int = 64, r: float = 1.1, bucket_zero: int | None = None, delta: float = 10.53,
+                       **kw) -> "METaQConfig":
+        """The 2025 form's configuration: w0 from the zero-bucket rule (train.py 64–66 at 1b7583f)."""
+        g = grid_2025(C, r, bucket_zero)
+        return cls(C=C, r=r, w0=g.w0, bucket_zero=g.bucket_zero, delta=delta, variant="reference_2025", **kw)
 
     def __post_init__(self) -> None:
         Grid(self.w0, self.r, self.C)   # validates C >= 2, r > 0, finite values
@@ -134,6 +149,18 @@ class METaQConfig:
                 raise ValueError("variant 'reference' returns the last iterate (optimization.py 62)")
         elif self.head_sign:
             raise ValueError("head_sign applies to variant 'reference' only (use 'flipped' otherwise)")
+        if self.variant == "reference_2025":
+            if self.method != "fista" or self.R != "l2" or self.return_rule != "last":
+                raise ValueError("variant 'reference_2025' runs the reference's FISTA (method 'fista', last "
+                                 "iterate) with Adam's coupled weight decay (R 'l2')")
+            if not (isinstance(self.delta, (int, float)) and math.isfinite(self.delta)):
+                raise ValueError(f"delta must be finite, got {self.delta!r}")
+            g = grid_2025(self.C, self.r, self.bucket_zero, None if self.bucket_zero is not None else self.w0)
+            if self.bucket_zero is not None and abs(g.w0 - self.w0) > 1e-12:
+                raise ValueError(f"bucket_zero={self.bucket_zero} needs w0={g.w0} (train.py 66), got {self.w0}; "
+                                 "use METaQConfig.reference_2025(...)")
+        elif self.bucket_zero is not None:
+            raise ValueError("bucket_zero applies to variant 'reference_2025' only")
         if self.method == "bundle" and self.variant in _DUAL_VARIANTS and self.return_rule != "best":
             raise ValueError("the proximal bundle method returns its best point: set xi_return='best'")
         if self.method not in DUAL_METHODS:
@@ -158,7 +185,9 @@ class METaQConfig:
     @property
     def dual_grid_v(self) -> np.ndarray:
         """The grid values v of the dual solve: centres, or the reference's float32 left edges."""
-        return reference_grid(self.w0, self.r, self.C) if self.variant == "reference" else self.grid.v
+        if self.variant in ("reference", "reference_2025"):
+            return reference_grid(self.w0, self.r, self.C)
+        return self.grid.v
 
     @property
     def start_rule(self) -> str:
@@ -284,7 +313,7 @@ class METaQRegularizer:
         # the fused compiled steps: method 'fista' with the dual variants, the adjacent variant
         # (same floats as the general path, tests/test_kernels.py), and the reference variant
         # (whose only path is compiled: metaq_utils.core.reference)
-        self._fused = (config.variant in ("adjacent", "reference")
+        self._fused = (config.variant in ("adjacent", "reference", "reference_2025")
                        or (config.method == "fista" and config.variant in _DUAL_VARIANTS))
         self._fista: FistaSolver | None = None      # built at the first fused FISTA step
         self._ref: ReferenceSolver | None = None
@@ -292,6 +321,11 @@ class METaQRegularizer:
             self._ref = ReferenceSolver(config.dual_grid_v, self.n, iterations=config.iterations,
                                         zeta=config.zeta, sort_xi=True,
                                         xi0=config.initial_xi(self.n).astype(np.float32))
+            self.xi = self._ref.xi.astype(np.float64)
+        elif config.variant == "reference_2025":     # same interface: step(w, scale, out), beta(), xi
+            self._ref = Reference2025Solver(config.dual_grid_v, self.n, config.delta, iterations=config.iterations,
+                                            zeta=config.zeta, c_lo=config.c_lo,
+                                            xi0=config.initial_xi(self.n).astype(np.float32))
             self.xi = self._ref.xi.astype(np.float64)
         # direction per interval index: slopes in 0..C−2; entry C − 1 is the adjacent variant's
         # index for a weight outside [v_0, v_{C−1}], whose direction is −0.0 (= −∂F/∂w = −0)
@@ -462,6 +496,24 @@ class METaQRegularizer:
         v = self.config.dual_grid_v
         out["share_above_grid"] = float(np.mean(w > v[-1]))   # above v_{C−1} of the dual grid
         out["share_below_grid"] = float(np.mean(w < v[0]))
+        if self.config.variant == "reference_2025":
+            out.update(self.zero_bucket_stats(w))
+        return out
+
+    def zero_bucket_stats(self, w: np.ndarray, beta: np.ndarray | None = None) -> dict[str, float]:
+        """reference_2025: the zero bucket's share of the weights ("center" quantization), β over it
+        (``beta``, default the last step's), and what the last knapsack did (below/above the grid,
+        partly pruned, split)."""
+        bz = self.config.bucket_zero if self.config.bucket_zero is not None else round((self.config.C - 1) / 2)
+        k, _ = quantize_center(w, self.config.dual_grid_v)
+        zero = k == bz
+        out = {"zero_bucket": int(bz), "zero_bucket_share": float(zero.mean())}
+        b = self.last_beta if beta is None else beta
+        if b is not None and zero.any():
+            out["beta_zero_bucket_mean"] = float(b[zero].mean())
+            out["beta_zero_bucket_std"] = float(b[zero].std())
+        if self._ref.last_phi is not None:
+            out.update({f"knapsack_{a}": c for a, c in self._ref.kind_shares().items()})
         return out
 
     def config_dict(self) -> dict[str, Any]:
