@@ -36,9 +36,12 @@ from metaq_utils.recipes.rate_aware import RateAwareConfig, run_rate_aware  # no
 OUT = REPO / "runs" / "rate_aware"
 DENSE = "runs/dense_reference/protocol/lenet5/adam_cos_aug_seed{seed}/best.pt"
 TRIAL = "trial_ae10a8352788"          # the headline (density_scale 0.62, step 0.45, alpha 0.3)
-LAMS = (0.0, 0.03, 0.1, 0.2, 0.4)
+LAMS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 LEVEL = 0.99
-BUDGET = dict(epochs=4, lr=6e-5, alpha=0.3, temperature=4.0, refresh=200)   # the headline's quantization stage
+# The headline's quantization stage, but lr 3e-4 instead of its 6e-5: from weights already on the grid,
+# lr 6e-5 moves no weight across a bucket boundary in 4 epochs (runs/rate_aware/trial_ae10a8352788/lam0/seed0:
+# the same file as the headline's seed 0, identical validation loss every epoch), so nothing could adapt.
+BUDGET = dict(epochs=4, lr=3e-4, alpha=0.3, temperature=4.0, refresh=200)
 TIERS = {"80x": 17770, "100x": 14216}
 
 
@@ -48,7 +51,7 @@ def start_of(trial: str, seed: int) -> tuple[Path, dict]:
 
 
 def run_dir(trial: str, lam: float, seed: int) -> Path:
-    return OUT / trial / f"lam{lam:g}" / f"seed{seed}"
+    return OUT / trial / f"lr{BUDGET['lr']:g}" / f"lam{lam:g}" / f"seed{seed}"
 
 
 def one(trial: str, lam: float, seed: int, data, test: bool) -> dict:
