@@ -21,6 +21,7 @@ the protocol.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -168,7 +169,7 @@ def cmd_aggregate(args) -> None:
                                     notes=f"Ullrich et al. 2017 (tutorial hyper-parameters, config {config}); "
                                           f"measured density {100 * statistics.fmean(r['density'] for r in res):.2f} %; "
                                           f"published: {PUBLISHED[arch]}" + ("; chosen on validation" if mark else ""))
-                points.append(p.__dict__ if not hasattr(p, "to_row") else p.to_row())
+                points.append(dataclasses.asdict(p))
     L += ["", f"Choice rule (validation): the smallest mean file whose mean validation accuracy reaches the level "
           f"({', '.join(f'{a} {100 * v:.1f} %' for a, v in LEVEL.items())}), else the highest mean validation accuracy.",
           "", "Published: " + "; ".join(f"{a}: {t}" for a, t in PUBLISHED.items()) + "."]
