@@ -45,6 +45,9 @@ BUDGET = dict(epochs=4, lr=3e-4, alpha=0.3, temperature=4.0, refresh=200)
 TIERS = {"80x": 17770, "100x": 14216}
 
 
+VERDICT = "## Verdict (written by hand after the runs)"
+
+
 def start_of(trial: str, seed: int) -> tuple[Path, dict]:
     run = REPO / "runs" / "headline" / "seeds" / trial / f"seed{seed}"
     return run / "quant_best.pt", json.loads((run / "result.json").read_text())["steps"]
@@ -188,8 +191,13 @@ def cmd_aggregate(args) -> None:
             for name, b in TIERS.items():
                 lines.append(f"- λ = {lam:g}: {name} tier ({b:,} bits): {'met' if tb[0] <= b and ta[0] >= LEVEL else 'not met'}"
                              f" — {tb[0] - b:+,.0f} bits from it, test {100 * ta[0]:.2f} %.")
-    (REPO / "results" / "RATE_AWARE.md").write_text("\n".join(lines) + "\n")
+    md = REPO / "results" / "RATE_AWARE.md"
+    old = md.read_text() if md.exists() else ""
+    verdict = old[old.index(VERDICT) - 1:] if VERDICT in old else ""     # the hand-written verdict is kept
+    md.write_text("\n".join(lines) + "\n" + verdict)
     (REPO / "results" / "rate_aware_frontier.json").write_text(json.dumps(frontier, indent=1) + "\n")
+    from metaq_utils.frontier import append_points
+    append_points(frontier)                    # results/frontier.csv: rows keyed (method, network, run)
     print("\n".join(lines))
 
 

@@ -139,7 +139,7 @@ def choose(arch: str) -> str | None:
 
 
 def cmd_aggregate(args) -> None:
-    from metaq_utils.frontier import aggregate_seeds
+    from metaq_utils.frontier import aggregate_seeds, append_points
     L = ["# Soft weight-sharing (Ullrich, Meeds & Welling 2017) on LeNet-300-100 and LeNet-5-Caffe", "",
          "Written by `python experiments/soft_weight_sharing.py aggregate` from `runs/soft_weight_sharing/`.",
          "Implementation: `metaq_utils/baselines/soft_weight_sharing.py` (the authors' tutorial, rule by rule; its",
@@ -175,6 +175,7 @@ def cmd_aggregate(args) -> None:
           "", "Published: " + "; ".join(f"{a}: {t}" for a, t in PUBLISHED.items()) + "."]
     (REPO / "results" / "SOFT_WEIGHT_SHARING.md").write_text("\n".join(L) + "\n")
     write_json(REPO / "results" / "sws_frontier.json", points)
+    append_points(points)                      # results/frontier.csv: rows keyed (method, network, run)
     print("\n".join(L))
 
 
