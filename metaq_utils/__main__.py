@@ -343,6 +343,37 @@ def _cmd_batch(args) -> int:
     return 0 if all(r.get("status", "ok") == "ok" for r in rows) else 1
 
 
+def _cmd_metaq2025(args) -> int:
+    from .frontier import read_frontier
+    from .metaq2025 import nearest_table, ship, train_2025
+    from .nn.data import load_mnist
+    from .store.paths import AFTER_DIR, BEFORE_DIR, RUNS_DIR
+    data = load_mnist(args.root, verbose=False)
+    run_dir = Path(args.run_dir) if args.run_dir else RUNS_DIR / "main_job" / f"metaq2025_{args.config}_e{args.epochs}_seed{args.seed}"
+    if (run_dir / "result.json").exists():
+        res = json.loads((run_dir / "result.json").read_text())
+        if (res["config"], res["seed"], res["epochs"]) != (args.config, args.seed, args.epochs):
+            raise ValueError(f"{run_dir} holds a different run ({res['config']}, seed {res['seed']}, "
+                             f"{res['epochs']} epochs); choose another --run-dir")
+        print(f"{run_dir}: finished run found, not retrained (delete the folder to train again)")
+    else:
+        command = "python -m metaq_utils " + " ".join(args.argv)
+        res = train_2025(run_dir, args.config, args.seed, args.epochs, data, command=command, start=args.start,
+                         progress=None if args.quiet else print)
+    before, after = ship(res, run_dir, args.name, args.out_dir or BEFORE_DIR, args.out_dir or AFTER_DIR)
+    print()
+    print(f"METaQ 2025 form ({args.config}), seed {args.seed}, {args.epochs} epochs: epoch {res['selected_epoch']} "
+          f"and C' = {res['C_chosen']} chosen on validation; decoded file {res['file_bits']:,} bits "
+          f"({res['ratio_vs_float32']:.1f}×), validation {100 * res['val_accuracy_decoded']:.2f} %, "
+          f"test (once) {100 * res['test_accuracy_decoded']:.2f} %; the reference's own size (zstd bitmask + "
+          f"non-zeros) {res['reference_sparse_bits']:,} bits")
+    print()
+    print("beside the validation-selected LeNet-5 frontier rows (>= 3 seeds) nearest in size, results/frontier.csv:")
+    print(nearest_table(res, read_frontier()))
+    print(f"\nfiles: {before} (before), {after} (after); run: {run_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m metaq_utils", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -369,6 +400,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--use-final", action="store_true", help="quantize the final epoch, not the best one")
     pl.set_defaults(func=_cmd_pipeline)
 
+    m25 = sub.add_parser("metaq2025", help="METaQ's 2025 form (cardiaa/METaQ 1b7583f) under the protocol: train from "
+                         "the dense reference, choose on validation, write, decode, test once, table beside the frontier")
+    m25.add_argument("--config", default="logged", help="a configuration of metaq_utils.metaq2025.CONFIGS")
+    m25.add_argument("--epochs", type=int, default=8)
+    m25.add_argument("--seed", type=int, default=0)
+    m25.add_argument("--start", default=None, help="warm-start checkpoint (default: the seed's committed dense reference)")
+    m25.add_argument("--run-dir", default=None, help="default runs/main_job/metaq2025_<config>_e<epochs>_seed<seed>")
+    m25.add_argument("--name", default="metaq2025_lenet5", help="file stem in the two model folders")
+    m25.add_argument("--out-dir", default=None, help="write the checkpoint and the file here instead of the model folders")
+    m25.add_argument("--quiet", action="store_true")
+    m25.set_defaults(func=_cmd_metaq2025)
     q = sub.add_parser("quantize", help="post-training quantization of a checkpoint")
     q.add_argument("checkpoint")
     q.add_argument("--cq", type=int, default=None, help="buckets; omit to sweep and select")
@@ -444,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # the command as typed, for the run's record
     import torch
     torch.set_num_threads(args.threads)
     try:

@@ -1,0 +1,105 @@
+"""metaq_utils.metaq2025 (METaQ's 2025 form under the protocol, the main job): a short run on a
+small MNIST subset is checked against independent recomputations — the file decodes to the
+reported accuracy, the selected epoch and C' obey their validation rules, the size is the file's,
+a resumed run continues where it stopped — and bad input is refused by name."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metaq_utils.coding.fileformat import read_compressed
+from metaq_utils.frontier import FrontierPoint
+from metaq_utils.metaq2025 import CONFIGS, Config2025, nearest_table, ship, train_2025
+from metaq_utils.nn.checkpoints import load_checkpoint
+from metaq_utils.nn.networks import model_from_compressed
+from metaq_utils.nn.training import evaluate
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, small_mnist):
+    out = tmp_path_factory.mktemp("m25") / "logged_seed0"
+    res = train_2025(out, "logged", 0, 1, small_mnist, command="test")
+    return out, res
+
+
+def test_decoded_file_is_what_is_reported(run, small_mnist):
+    out, res = run
+    data = (out / "model.mtq").read_bytes()
+    assert res["file_bits"] == 8 * len(data)
+    model = model_from_compressed(read_compressed(out / "model.mtq"))
+    assert evaluate(model, small_mnist.test_x, small_mnist.test_y)["accuracy"] == res["test_accuracy_decoded"]
+    assert evaluate(model, small_mnist.val_x, small_mnist.val_y)["accuracy"] == res["val_accuracy_decoded"]
+    w = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+    nz = np.count_nonzero(w)
+    assert res["reference_size"]["sparsity"] == pytest.approx(1 - nz / w.size, abs=1e-9)
+    assert json.loads((out / "result.json").read_text())["file_bits"] == res["file_bits"]
+
+
+def test_selection_rules_on_validation(run):
+    _, res = run
+    h = res["history"]
+    best = max(r["val_accuracy_sparse"] for r in h)
+    assert res["selected"]["val_accuracy_sparse"] == best
+    assert res["selection"] == "validation"
+    scan = {r["C"]: r for r in res["scan"]}
+    if res["C_rule"].startswith("BestQuantization"):
+        ok = [c for c, r in scan.items() if r["val_accuracy_quantized"] >= res["val_accuracy_float"] - 0.002]
+        assert res["C_chosen"] == min(ok, key=lambda c: scan[c]["entropy_quantized_bits"])
+    else:
+        assert res["C_chosen"] == 64
+    row = h[0]
+    assert set(row["beta"]) >= {"mean", "std", "zero_bucket_mean"}   # the zero bucket's share of β is reported
+    assert 0 < row["zero_bucket_share"] <= 1
+    assert row["entropy_quantized_bits"] > 0
+
+
+def test_resume_continues(run, small_mnist, tmp_path):
+    out, res = run
+    import shutil
+    shutil.copytree(out, tmp_path / "r")
+    (tmp_path / "r" / "result.json").unlink()
+    res2 = train_2025(tmp_path / "r", "logged", 0, 2, small_mnist, command="test")
+    assert [r["epoch"] for r in res2["history"]] == [1, 2]
+    assert res2["history"][0] == res["history"][0]                     # epoch 1 not retrained
+    assert "resumed at epoch 1" in (tmp_path / "r" / "log.txt").read_text()
+
+
+def test_none_control_adds_no_term(small_mnist, tmp_path):
+    res = train_2025(tmp_path / "n", "none_pruned", 0, 1, small_mnist, command="test")
+    assert "beta" not in res["history"][0] and res["settings"]["solver"] == "none"
+
+
+def test_ship_and_table(run, tmp_path):
+    out, res = run
+    before, after = ship(res, out, "m", tmp_path, tmp_path)
+    ck = load_checkpoint(before, expected_arch="lenet5")
+    assert ck.config["method"] == "metaq-reference-2025" and ck.metrics["file_bits"] == res["file_bits"]
+    assert after.read_bytes() == (out / "model.mtq").read_bytes()
+    pts = [FrontierPoint(method="ours-prune-ste", network="lenet5", accuracy=0.991, file_bits=23163, run="h",
+                         selection="validation", seeds=3, test_acc_mean=0.991, test_acc_std=0.0003, val_acc_mean=0.99,
+                         file_bits_mean=23163, file_bits_std=64, budget="b", n_params=44426),
+           FrontierPoint(method="x", network="lenet5", accuracy=0.9, file_bits=100, run="t", selection="test", seeds=1,
+                         test_acc_mean=0.9, budget="", n_params=44426)]
+    t = nearest_table(res, pts)
+    assert "this run" in t and "ours-prune-ste" in t and "| x |" not in t   # test-selected rows are left out
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="solver"):
+        Config2025(1.0, None, "bogus")
+    with pytest.raises(ValueError, match="delta"):
+        Config2025(float("nan"), None, "2025")
+    with pytest.raises(ValueError, match="sign"):
+        Config2025(1.0, None, "2025", sign=2.0)
+    with pytest.raises(ValueError, match="unknown configuration"):
+        train_2025("/nonexistent", "nope", 0, 1, None, command="")
+    with pytest.raises(ValueError, match="epochs"):
+        train_2025("/nonexistent", "logged", 0, 0, None, command="")
+    assert set(CONFIGS) >= {"logged", "none_pruned", "zero_bucket_off", "pruning_off", "flipped_sign"}
+
+
+def test_cli_refuses_unknown_config(capsys):
+    from metaq_utils.__main__ import main
+    assert main(["metaq2025", "--config", "nope", "--epochs", "1", "--run-dir", "/tmp/metaq2025_cli_nope"]) == 2
+    assert "unknown configuration" in capsys.readouterr().err
