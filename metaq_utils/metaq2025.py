@@ -32,7 +32,9 @@ c clamp [0, n] where 1b7583f has [0.01, n]); ``none_pruned`` (β = 0, the same d
 decay, quantization and sparsification: what the entropy term adds over pruning alone);
 ``flipped_sign`` (−λ(1 − α)β: at 1b7583f the two minus signs of ``knapsack.py`` 276–277 and
 ``trainer.py`` 85 cancel, so HEAD's sign is the thesis sign; this is the other one);
-``delta5`` / ``delta20`` (δ = 5 / 20 instead of the log's 10.53, for δ chosen on validation).
+``delta5`` / ``delta20`` (δ = 5 / 20 instead of the log's 10.53, for δ chosen on validation);
+``lam5e-4`` / ``lam1.5e-4`` / ``lam5e-5`` (λ_reg below the log's 0.0015, weight decay λα with it: for
+LeNet-300-100 and LeNet-5-Caffe, where the log's λ empties the network in one epoch).
 """
 from __future__ import annotations
 
@@ -56,7 +58,10 @@ from .nn.networks import model_from_compressed
 from .nn.training import evaluate
 from .store.paths import REPO_ROOT
 
-DENSE_START = "runs/dense_reference/protocol/lenet5/adam_cos_aug_seed{seed}/best.pt"
+DENSE_STARTS = {"lenet5": "runs/dense_reference/protocol/lenet5/adam_cos_aug_seed{seed}/best.pt",
+                "lenet300100": "runs/dense_reference/protocol/lenet300100/adam_cos_aug_seed{seed}/best.pt",
+                "lenet5caffe": "runs/dense_reference/protocol/lenet5caffe/adam_cos_aug_e20_seed{seed}/best.pt"}
+DENSE_START = DENSE_STARTS["lenet5"]
 REFERENCE_COMMIT = "1b7583f"
 
 
@@ -69,12 +74,15 @@ class Config2025:
     solver: str
     sign: float = 1.0
     note: str = ""
+    lam: float | None = None     # λ_reg (None: the log's 0.0015); the weight decay is λα as in trainer.py 22
 
     def __post_init__(self):
         if self.solver not in ("2025", "ebd4355", "none"):
             raise ValueError(f"solver must be '2025', 'ebd4355' or 'none', got {self.solver!r}")
         if self.solver == "2025" and (self.delta is None or not np.isfinite(self.delta)):
             raise ValueError(f"the 2025 solver needs a finite delta, got {self.delta!r}")
+        if self.lam is not None and not (np.isfinite(self.lam) and self.lam > 0):
+            raise ValueError(f"lam must be a finite number > 0, got {self.lam!r}")
         if self.sign not in (1.0, -1.0):
             raise ValueError(f"sign must be +1 or -1, got {self.sign!r}")
 
@@ -88,6 +96,10 @@ CONFIGS: dict[str, Config2025] = {
     "flipped_sign": Config2025(LOGGED["delta"], None, "2025", sign=-1.0, note="-lambda(1-alpha)beta"),
     "delta5": Config2025(5.0, None, "2025", note="delta = 5"),
     "delta20": Config2025(20.0, None, "2025", note="delta = 20"),
+    # λ_reg below the log's, for the larger networks (chosen on validation there)
+    "lam5e-4": Config2025(LOGGED["delta"], None, "2025", lam=5e-4, note="lambda_reg = 5e-4"),
+    "lam1.5e-4": Config2025(LOGGED["delta"], None, "2025", lam=1.5e-4, note="lambda_reg = 1.5e-4"),
+    "lam5e-5": Config2025(LOGGED["delta"], None, "2025", lam=5e-5, note="lambda_reg = 5e-5"),
 }
 C_PRIME = sorted(set(range(10, 1001, 6)) | {64, 66})
 
@@ -154,25 +166,29 @@ def choose_cprime(model, w, g, data, thr) -> tuple[int, str, list[dict], float, 
 
 
 def train_2025(out: str | Path, config: str, seed: int, epochs: int, data, *, command: str,
-               start: str | Path | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+               start: str | Path | None = None, progress: Callable[[str], None] | None = None,
+               arch: str = "lenet5") -> dict[str, Any]:
     """Train one run into ``out`` (resumable after every epoch from ``out/last.pt``), select on
     validation, write ``out/model.mtq`` (the decoded file is evaluated once on the test set) and
     ``out/result.json``; return the result. ``start``: the warm-start checkpoint (default the
-    seed's committed dense reference)."""
+    seed's committed dense reference of ``arch``: :data:`DENSE_STARTS`)."""
     if config not in CONFIGS:
         raise ValueError(f"unknown configuration {config!r}; one of {list(CONFIGS)}")
+    if arch not in DENSE_STARTS:
+        raise ValueError(f"unknown architecture {arch!r}; one of {list(DENSE_STARTS)}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     cfg = CONFIGS[config]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    start = Path(start) if start is not None else REPO_ROOT / DENSE_START.format(seed=seed)
+    start = Path(start) if start is not None else REPO_ROOT / DENSE_STARTS[arch].format(seed=seed)
     say = progress or (lambda s: None)
     log = open(out / "log.txt", "a", buffering=1)
     torch.manual_seed(seed)
     g = grid_2025(LOGGED["C"], LOGGED["r"], w0=cfg.w0)
-    lam, alpha, thr = LOGGED["lam"], LOGGED["alpha"], LOGGED["sparsity_threshold"]
-    model = load_checkpoint(start, expected_arch="lenet5").build_model()
+    lam = LOGGED["lam"] if cfg.lam is None else cfg.lam
+    alpha, thr = LOGGED["alpha"], LOGGED["sparsity_threshold"]
+    model = load_checkpoint(start, expected_arch=arch).build_model()
     model.train()
     params = list(model.parameters())
     n = sum(p.numel() for p in params)
@@ -259,7 +275,7 @@ def train_2025(out: str | Path, config: str, seed: int, epochs: int, data, *, co
     qC, sC = _quantized(w, vC, thr)
     _set_flat(model, sC)
     tensors = [p.detach().numpy().copy() + np.float32(0.0) for p in model.parameters()]
-    file_bits = write_compressed(out / "model.mtq", "lenet5", tensors, per_layer_table_groups(tensors))
+    file_bits = write_compressed(out / "model.mtq", arch, tensors, per_layer_table_groups(tensors))
     dec = model_from_compressed(read_compressed(out / "model.mtq"))
     val_dec = evaluate(dec, data.val_x, data.val_y)["accuracy"]
     test_dec = evaluate(dec, data.test_x, data.test_y)["accuracy"]            # the test set, once
@@ -268,9 +284,9 @@ def train_2025(out: str | Path, config: str, seed: int, epochs: int, data, *, co
         start_rel = str(start.resolve().relative_to(REPO_ROOT))
     except ValueError:
         start_rel = str(start)
-    result = {"command": command, "run": out.name, "config": config, "seed": seed, "epochs": epochs,
+    result = {"command": command, "run": out.name, "arch": arch, "config": config, "seed": seed, "epochs": epochs,
               "reference_commit": REFERENCE_COMMIT,
-              "settings": {**LOGGED, "delta": cfg.delta, "w0": cfg.w0, "solver": cfg.solver, "sign": cfg.sign,
+              "settings": {**LOGGED, "lam": lam, "delta": cfg.delta, "w0": cfg.w0, "solver": cfg.solver, "sign": cfg.sign,
                            "w0_used": g.w0, "bucket_zero": g.bucket_zero},
               "start": start_rel, "selection": "validation", "split": data.split,
               "selected_epoch": best["epoch"], "selected": best, "C_chosen": chosen_C, "C_rule": rule,
@@ -297,7 +313,7 @@ def ship(result: dict, run_dir: str | Path, name: str, before_dir: str | Path, a
     state = torch.load(run_dir / "best_state.pt", weights_only=False)["model"]
     metrics = {k: result[k] for k in ("selected_epoch", "C_chosen", "val_accuracy_decoded", "test_accuracy_decoded",
                                       "file_bits", "reference_sparse_bits")}
-    before = save_checkpoint(Path(before_dir) / f"{name}.pt", state, "lenet5",
+    before = save_checkpoint(Path(before_dir) / f"{name}.pt", state, result.get("arch", "lenet5"),
                              config={"method": "metaq-reference-2025", "config": result["config"],
                                      "seed": result["seed"], "epochs": result["epochs"],
                                      "settings": result["settings"], "start": result["start"],
@@ -310,10 +326,10 @@ def ship(result: dict, run_dir: str | Path, name: str, before_dir: str | Path, a
 
 
 def nearest_table(result: dict, frontier_points, k: int = 6) -> str:
-    """This run's decoded file beside the validation-selected LeNet-5 frontier rows (≥ 3 seeds)
-    nearest to it in file size, plus the headline and the Deep Compression rows closest in size."""
+    """This run's decoded file beside the validation-selected frontier rows (≥ 3 seeds) of its
+    network nearest to it in file size, plus the headline and the Deep Compression rows closest in size."""
     mine = result["file_bits"]
-    pts = [p for p in frontier_points if p.network == "lenet5" and p.selection == "validation" and p.seeds >= 3]
+    pts = [p for p in frontier_points if p.network == result.get("arch", "lenet5") and p.selection == "validation" and p.seeds >= 3]
     pick = sorted(pts, key=lambda p: abs(np.log(p.file_bits / mine)))[:k]
     for method in ("ours-prune-ste", "deep-compression", "metaq-reference-2025"):
         same = [p for p in pts if p.method == method]
