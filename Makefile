@@ -4,7 +4,7 @@ PY := .venv/bin/python
 setup:
 	@bash scripts/setup.sh
 run: setup
-	$(PY) -m metaq_utils pipeline --epochs 30 --name metaq_lenet5
+	$(PY) -m metaq_utils metaq2025 --epochs 30
 # unit tests, then the notebooks with nbval (checked cells: # NBVAL_CHECK_OUTPUT)
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax --nbval-current-env

@@ -32,7 +32,8 @@ FRONTIER_METHOD = {"logged": "metaq-reference-2025", "zero_bucket_off": "metaq-r
                    "pruning_off": "metaq-reference-2025-no-pruning", "none_pruned": "control-2025-beta0",
                    "flipped_sign": "metaq-reference-2025-flipped-sign", "delta5": "metaq-reference-2025-delta5",
                    "delta20": "metaq-reference-2025-delta20", "lam5e-4": "metaq-reference-2025",
-                   "lam1.5e-4": "metaq-reference-2025", "lam5e-5": "metaq-reference-2025"}
+                   "lam1.5e-4": "metaq-reference-2025", "lam5e-5": "metaq-reference-2025",
+                   "lam1.5e-5": "metaq-reference-2025"}
 
 
 def run_name(config: str, epochs: int, seed: int) -> str:

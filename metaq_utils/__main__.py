@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     m25 = sub.add_parser("metaq2025", help="METaQ's 2025 form (cardiaa/METaQ 1b7583f) under the protocol: train from "
                          "the dense reference, choose on validation, write, decode, test once, table beside the frontier")
     m25.add_argument("--config", default="logged", help="a configuration of metaq_utils.metaq2025.CONFIGS")
-    m25.add_argument("--epochs", type=int, default=8)
+    m25.add_argument("--epochs", type=int, default=30)
     m25.add_argument("--seed", type=int, default=0)
     m25.add_argument("--start", default=None, help="warm-start checkpoint (default: the seed's committed dense reference)")
     m25.add_argument("--run-dir", default=None, help="default runs/main_job/metaq2025_<config>_e<epochs>_seed<seed>")

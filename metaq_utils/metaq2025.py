@@ -33,7 +33,7 @@ decay, quantization and sparsification: what the entropy term adds over pruning 
 ``flipped_sign`` (−λ(1 − α)β: at 1b7583f the two minus signs of ``knapsack.py`` 276–277 and
 ``trainer.py`` 85 cancel, so HEAD's sign is the thesis sign; this is the other one);
 ``delta5`` / ``delta20`` (δ = 5 / 20 instead of the log's 10.53, for δ chosen on validation);
-``lam5e-4`` / ``lam1.5e-4`` / ``lam5e-5`` (λ_reg below the log's 0.0015, weight decay λα with it: for
+``lam5e-4`` / ``lam1.5e-4`` / ``lam5e-5`` / ``lam1.5e-5`` (λ_reg below the log's 0.0015, weight decay λα with it: for
 LeNet-300-100 and LeNet-5-Caffe, where the log's λ empties the network in one epoch).
 """
 from __future__ import annotations
@@ -100,6 +100,7 @@ CONFIGS: dict[str, Config2025] = {
     "lam5e-4": Config2025(LOGGED["delta"], None, "2025", lam=5e-4, note="lambda_reg = 5e-4"),
     "lam1.5e-4": Config2025(LOGGED["delta"], None, "2025", lam=1.5e-4, note="lambda_reg = 1.5e-4"),
     "lam5e-5": Config2025(LOGGED["delta"], None, "2025", lam=5e-5, note="lambda_reg = 5e-5"),
+    "lam1.5e-5": Config2025(LOGGED["delta"], None, "2025", lam=1.5e-5, note="lambda_reg = 1.5e-5"),
 }
 C_PRIME = sorted(set(range(10, 1001, 6)) | {64, 66})
 
