@@ -103,3 +103,39 @@ def test_cli_refuses_unknown_config(capsys):
     from metaq_utils.__main__ import main
     assert main(["metaq2025", "--config", "nope", "--epochs", "1", "--run-dir", "/tmp/metaq2025_cli_nope"]) == 2
     assert "unknown configuration" in capsys.readouterr().err
+
+
+def test_reference_rule_on_test_is_apart_and_changes_nothing(run, small_mnist, tmp_path):
+    """The reference's own (test-set) selection, reported apart: the validation path is the same run,
+    and the test-selected block obeys trainer.py's epoch rule and BestQuantization's C' rule,
+    recomputed here from the recorded numbers and an independent evaluation of the chosen point."""
+    _, res = run
+    out = tmp_path / "refrule"
+    r2 = train_2025(out, "logged", 0, 2, small_mnist, command="test", reference_rule_on_test=True)
+    r1 = train_2025(tmp_path / "plain2", "logged", 0, 2, small_mnist, command="test")
+    for k in ("selected_epoch", "C_chosen", "file_bits", "test_accuracy_decoded", "val_accuracy_decoded"):
+        assert r2[k] == r1[k], k
+    assert r1["history"][0]["val_accuracy_sparse"] == res["history"][0]["val_accuracy_sparse"]
+    assert "reference_rule_test_selected" not in r1
+    t = r2["reference_rule_test_selected"]
+    assert t["selection"] == "test"
+    accs = [h["test_accuracy_sparse_C64"] for h in r2["history"]]
+    assert t["epoch"] == 1 + accs.index(max(accs))          # the first epoch of the best (strictly beats)
+    ok = [s for s in t["scan"] if s["test_accuracy_quantized"] >= t["test_accuracy_float"] - 0.002]
+    assert t["C_chosen"] == (min(ok, key=lambda s: s["entropy_quantized_bits"])["C"] if ok else 64)
+    # the chosen epoch's state, quantized at C' and sparsified, evaluated independently
+    from metaq_utils.core.reference_2025 import grid_2025, quantize_center
+    model = model_from_compressed(read_compressed(out / "model.mtq"))
+    state = torch.load(out / "best_test_state.pt", weights_only=False)["model"]
+    model.load_state_dict(state)
+    w = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+    v = grid_2025(t["C_chosen"], 1.1, bucket_zero=0, w0=-0.017).v if t["C_chosen"] != 64 else grid_2025(64, 1.1).v
+    _, q = quantize_center(w, v)
+    q = q + np.float32(0.0)
+    q[np.abs(q) <= 1e-3] = 0.0
+    o = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.from_numpy(q[o:o + p.numel()].reshape(p.shape)))
+            o += p.numel()
+    assert evaluate(model, small_mnist.test_x, small_mnist.test_y)["accuracy"] == t["test_accuracy_sparse_Cprime"]
