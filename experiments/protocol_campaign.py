@@ -20,7 +20,7 @@ seed<s>/``: ``result.json`` (when finished), ``log.txt``, ``model.mtq`` (the fil
 reported). The dense references write ``runs/dense_reference/protocol/<arch>/<recipe>_seed<s>/``
 (``best.pt``, ``last.pt``, ``log.txt``, ``result.json``).
 
-    # two workers, one core each, in the background (a worker takes the next runnable job)
+    # two workers, one core each, in the background (a worker takes the next runnable run)
     nohup nice -n 5 .venv/bin/python experiments/protocol_campaign.py run --worker w0 \\
         > runs/protocol_campaign/w0.log 2>&1 &
     nohup nice -n 5 .venv/bin/python experiments/protocol_campaign.py run --worker w1 \\
@@ -29,29 +29,34 @@ reported). The dense references write ``runs/dense_reference/protocol/<arch>/<re
     # the frontier rows (results/frontier.csv, via frontier.aggregate_seeds) and results/PROTOCOL_RESULTS.md
     .venv/bin/python experiments/protocol_campaign.py aggregate
 
-Resuming: a finished run (its ``result.json``) is never redone; an interrupted dense run resumes
-from ``last.pt``; Deep Compression reuses its pruned network (``_pruned/``); a job that another
-live worker holds (``runs/protocol_campaign/claims/``) is left to it, a dead worker's claim is
-taken over. A failing job is recorded (``runs/protocol_campaign/failed/``) and does not stop the
-others; ``run --retry-failed`` tries it again. ``--smoke`` runs everything with 1-epoch budgets on a
+The runs are declared (:func:`declared_runs`: name, folder, identity = method, network, seed and
+settings with their budgets, prerequisites) for :class:`metaq_utils.campaign.Campaign` (issue 22: the
+one runner). Resuming: a finished run (its ``result.json`` of the same identity; one written before
+the runner is accepted when its seed and settings are the declared ones, see :func:`same_run`, and
+its identity is recorded beside it in ``identity.json``) is never redone; an interrupted dense run
+resumes from ``last.pt``; Deep Compression's bit settings of one quality share its pruned network
+(``_pruned/``); a run that another live worker holds (its ``.claim``) is left to it, a dead worker's
+claim is taken over; a worker stops when nothing is runnable and no other worker is running. A
+failing run is recorded (``runs/protocol_campaign/failed/``) and does not stop the others;
+``run --retry-failed`` tries it again. ``--smoke`` runs everything with 1-epoch budgets on a
 data subset into another root (for testing the script; never aggregated into the frontier).
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
 import sys
 import time
-import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from metaq_utils.baselines.ana import ANA, ANAConfig
+from metaq_utils.campaign import Campaign, Run
 from metaq_utils.baselines.deep_compression import DeepCompression, DeepCompressionConfig, masks_from_zeros
 from metaq_utils.baselines.inq import INQ, INQConfig
 from metaq_utils.baselines.lc_mix import MIXES, LCConfig, LCMix
@@ -59,7 +64,6 @@ from metaq_utils.nn.checkpoints import CheckpointError, atomic_write_bytes, load
 from metaq_utils.nn.data import MNISTTensors, load_mnist
 from metaq_utils.nn.networks import EXPECTED_PARAMETERS
 from metaq_utils.nn.training import TrainConfig, evaluate, make_model, train
-from metaq_utils.store.claims import ClaimDir
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
@@ -187,9 +191,12 @@ def dense_dir(ctx: Ctx, arch: str, recipe: str, seed: int) -> Path:
     return ctx.root / "dense_reference" / "protocol" / arch / f"{recipe}_seed{seed}"
 
 
+def dense_settings(ctx: Ctx, recipe: str) -> dict:
+    return dict(epochs=ctx.b("DENSE_EPOCHS", DENSE_EPOCHS), batch_size=64, **RECIPES[recipe])
+
+
 def dense_config(ctx: Ctx, arch: str, recipe: str, seed: int) -> TrainConfig:
-    return TrainConfig(arch=arch, epochs=ctx.b("DENSE_EPOCHS", DENSE_EPOCHS), batch_size=64, seed=seed,
-                       **RECIPES[recipe])
+    return TrainConfig(arch=arch, seed=seed, **dense_settings(ctx, recipe))
 
 
 def chosen_recipe(ctx: Ctx, arch: str) -> str | None:
@@ -231,7 +238,7 @@ def load_dense(ctx: Ctx, arch: str, seed: int):
     return ck.build_model(), ref
 
 
-def run_dense(ctx: Ctx, arch: str, recipe: str, seed: int) -> None:
+def run_dense(ctx: Ctx, arch: str, recipe: str, seed: int) -> dict:
     out = dense_dir(ctx, arch, recipe, seed)
     cfg = dense_config(ctx, arch, recipe, seed)
     rlog = RunLog(out, f"dense {arch} {recipe} seed {seed}")
@@ -254,9 +261,9 @@ def run_dense(ctx: Ctx, arch: str, recipe: str, seed: int) -> None:
               "final_val_accuracy": res.final["val_accuracy"], "n_params": sum(p.numel() for p in best.parameters()),
               "epoch_seconds_mean": statistics.fmean(r["epoch_seconds"] for r in res.history),
               "history": res.history, "wall_seconds_this_session": time.time() - t0, "checkpoint": "best.pt"}
-    write_json(out / "result.json", result)
     rlog(f"done: best epoch {res.best_epoch} val {100 * row['val_accuracy']:.2f} % test {100 * test:.2f} %")
     rlog.close()
+    return result            # written as result.json by the runner
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,14 +278,16 @@ def dc_config_name(arch: str, q: float, bits: tuple[int, int]) -> str:
     return f"{arch}_q{q:g}_fc{bits[1]}" if arch == "lenet300100" else f"{arch}_q{q:g}_conv{bits[0]}_fc{bits[1]}"
 
 
-def dc_configs(ctx: Ctx, arch: str, q: float, seed: int) -> list[tuple[tuple[int, int], DeepCompressionConfig]]:
+def dc_settings(ctx: Ctx, arch: str, q: float, bits: tuple[int, int]) -> dict:
     s = DC[arch]
-    base = DeepCompressionConfig(
-        quality=q, layer_quality=tuple((n, f * q) for n, f in s["layer_quality_scale"].items()),
-        rounds=ctx.b("rounds", s["rounds"]), retrain_epochs=ctx.b("retrain_epochs", s["retrain_epochs"]),
-        weight_decay=DC_WEIGHT_DECAY, finetune_epochs=ctx.b("finetune_epochs", s["finetune_epochs"]),
-        init="linear", codec="huffman", seed=seed)
-    return [(bits, dataclasses.replace(base, conv_bits=bits[0], fc_bits=bits[1])) for bits in s["bits"]]
+    return dict(quality=q, layer_quality=tuple((n, f * q) for n, f in s["layer_quality_scale"].items()),
+                rounds=ctx.b("rounds", s["rounds"]), retrain_epochs=ctx.b("retrain_epochs", s["retrain_epochs"]),
+                weight_decay=DC_WEIGHT_DECAY, finetune_epochs=ctx.b("finetune_epochs", s["finetune_epochs"]),
+                init="linear", codec="huffman", conv_bits=bits[0], fc_bits=bits[1])
+
+
+def dc_config(ctx: Ctx, arch: str, q: float, bits: tuple[int, int], seed: int) -> DeepCompressionConfig:
+    return DeepCompressionConfig(**dc_settings(ctx, arch, q, bits), seed=seed)
 
 
 def budget_text(ctx: Ctx, method: str, arch: str = "lenet5") -> str:
@@ -319,13 +328,13 @@ def ours_result(raw: dict, seed: int, codec: str = "range") -> dict:
 
 def _save_run(ctx: Ctx, out: Path, result, *, seed: int, config_name: str, method: str, arch: str, ref: dict,
               seconds: float, budget: str, rlog: RunLog) -> dict:
+    """Writes ``model.mtq``; the returned dict is written as ``result.json`` by the runner."""
     d = result.to_json_dict()
     d.update(run=config_name, seed=seed, test_accuracy=result.accuracy, val_accuracy=result.val_accuracy,
              selection="validation", budget=budget, dense_reference=ref, split=ctx.data.split, command=ctx.command,
              seconds=seconds, file="model.mtq", campaign_method=method)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "model.mtq", result.file_bytes)
-    write_json(out / "result.json", d)
     stages = "  ".join(f"{h['stage']}{h.get('round', h.get('step', ''))} {100 * h['val_accuracy']:.2f}"
                        for h in d["history"] if h.get("val_accuracy") is not None and h["stage"] != "lc_step")
     rlog(f"stages (val %): {stages}")
@@ -334,18 +343,15 @@ def _save_run(ctx: Ctx, out: Path, result, *, seed: int, config_name: str, metho
     return d
 
 
-def run_dc(ctx: Ctx, arch: str, q: float, seed: int) -> None:
-    configs = dc_configs(ctx, arch, q, seed)
-    todo = [(bits, cfg) for bits, cfg in configs
-            if not (method_dir(ctx, "deep_compression", dc_config_name(arch, q, bits), seed) / "result.json").exists()]
-    if not todo:
-        return
+def run_dc(ctx: Ctx, arch: str, q: float, bits: tuple[int, int], seed: int) -> dict:
+    """One (quality, bits) configuration. The pruned network of (quality, seed) is shared by its bit
+    settings: the first one prunes and caches it (``_pruned/``), the others (declared after it) reload it."""
+    cfg = dc_config(ctx, arch, q, bits, seed)
     dense, ref = load_dense(ctx, arch, seed)
     cache = ctx.root / "deep_compression" / "protocol" / "_pruned" / f"{arch}_q{q:g}_seed{seed}.pt"
     rlog = RunLog(cache.with_suffix(".log"), f"dc {arch} q{q:g} seed {seed}")
     rlog(f"command: {ctx.command}; dense reference {ref}")
-    dc = DeepCompression(todo[0][1], ctx.data)
-    prune_cfg = {k: v for k, v in todo[0][1].to_dict().items()
+    prune_cfg = {k: v for k, v in cfg.to_dict().items()
                  if k in ("quality", "layer_quality", "rounds", "quality_schedule", "retrain_epochs", "retrain_lr",
                           "weight_decay", "batch_size", "augment", "seed")}
     t0 = time.time()
@@ -359,7 +365,7 @@ def run_dc(ctx: Ctx, arch: str, q: float, seed: int) -> None:
     except CheckpointError:
         pass
     if pruned is None:
-        pruned, masks, history = dc.prune_and_retrain(dense, arch)
+        pruned, masks, history = DeepCompression(cfg, ctx.data).prune_and_retrain(dense, arch)
         save_checkpoint(cache, pruned, arch, config={"prune": prune_cfg, "history": history, "split": ctx.data.split,
                                                      "dense_reference": ref, "selection": "validation"},
                         metrics={"val_accuracy": history[-1]["val_accuracy"], "density": history[-1]["density"]})
@@ -367,18 +373,16 @@ def run_dc(ctx: Ctx, arch: str, q: float, seed: int) -> None:
             rlog(f"{h['stage']:8s} round {h['round']}: val {100 * h['val_accuracy']:.2f} %  "
                  f"density {100 * h['density']:.2f} %")
         rlog(f"pruned in {time.time() - t0:.0f} s")
-    for bits, cfg in todo:
-        name = dc_config_name(arch, q, bits)
-        out = method_dir(ctx, "deep_compression", name, seed)
-        t1 = time.time()
-        result, _ = DeepCompression(cfg, ctx.data).compress(pruned, arch, masks, history)
-        blog = RunLog(out, f"dc {name} seed {seed}")
-        blog(f"command: {ctx.command}; pruned network {cache.name}; dense reference {ref}")
-        _save_run(ctx, out, result, seed=seed, config_name=name, method="dc", arch=arch, ref=ref,
-                  seconds=time.time() - t1 + (t1 - t0 if bits == todo[0][0] else 0.0),
-                  budget=budget_text(ctx, "dc", arch), rlog=blog)
-        blog.close()
     rlog.close()
+    name = dc_config_name(arch, q, bits)
+    out = method_dir(ctx, "deep_compression", name, seed)
+    result, _ = DeepCompression(cfg, ctx.data).compress(pruned, arch, masks, history)
+    blog = RunLog(out, f"dc {name} seed {seed}")
+    blog(f"command: {ctx.command}; pruned network {cache.name}; dense reference {ref}")
+    d = _save_run(ctx, out, result, seed=seed, config_name=name, method="dc", arch=arch, ref=ref,
+                  seconds=time.time() - t0, budget=budget_text(ctx, "dc", arch), rlog=blog)
+    blog.close()
+    return d
 
 
 def inq_name(bits: int) -> str:
@@ -393,7 +397,7 @@ def lc_name(mix: str) -> str:
     return f"lc_{mix}"
 
 
-def _run_single(ctx: Ctx, folder: str, name: str, seed: int, method: str, algo: Callable) -> None:
+def _run_single(ctx: Ctx, folder: str, name: str, seed: int, method: str, algo: Callable) -> dict:
     out = method_dir(ctx, folder, name, seed)
     rlog = RunLog(out, f"{method} {name} seed {seed}")
     dense, ref = load_dense(ctx, "lenet5", seed)
@@ -405,161 +409,127 @@ def _run_single(ctx: Ctx, folder: str, name: str, seed: int, method: str, algo: 
             if h["stage"] == "lc_step":
                 rlog(f"LC step {h['step']:2d} mu {h['mu']:.3g}: val(Delta) {100 * h['val_accuracy']:.2f} %  "
                      f"val(w) {100 * h['val_accuracy_w']:.2f} %  |w-Delta|^2 {h['sq_distance']:.4g}")
-    _save_run(ctx, out, result, seed=seed, config_name=name, method=method, arch="lenet5", ref=ref,
-              seconds=time.time() - t0, budget=budget_text(ctx, method), rlog=rlog)
+    d = _save_run(ctx, out, result, seed=seed, config_name=name, method=method, arch="lenet5", ref=ref,
+                  seconds=time.time() - t0, budget=budget_text(ctx, method), rlog=rlog)
     rlog.close()
+    return d
 
 
-def run_inq(ctx: Ctx, bits: int, seed: int) -> None:
-    cfg = INQConfig(fractions=INQ_FRACTIONS, epochs_per_step=ctx.b("INQ_EPOCHS_PER_STEP", INQ_EPOCHS_PER_STEP),
-                    bits=bits, seed=seed)
-    _run_single(ctx, "inq", inq_name(bits), seed, "inq", lambda: INQ(cfg, ctx.data))
+def inq_settings(ctx: Ctx, bits: int) -> dict:
+    return dict(fractions=INQ_FRACTIONS, epochs_per_step=ctx.b("INQ_EPOCHS_PER_STEP", INQ_EPOCHS_PER_STEP), bits=bits)
 
 
-def run_ana(ctx: Ctx, name: str, seed: int) -> None:
-    cfg = ANAConfig(epochs=ctx.b("ANA_EPOCHS", ANA_EPOCHS), seed=seed, **ANA_CONFIGS[name])
-    _run_single(ctx, "ana", name, seed, "ana", lambda: ANA(cfg, ctx.data))
+def ana_settings(ctx: Ctx, name: str) -> dict:
+    return dict(epochs=ctx.b("ANA_EPOCHS", ANA_EPOCHS), **ANA_CONFIGS[name])
 
 
-def run_lc(ctx: Ctx, mix: str, seed: int) -> None:
-    cfg = LCConfig(mix=MIXES[mix], steps=ctx.b("LC_STEPS", LC_STEPS), mu0=LC_MU0, a=LC_A,
-                   epochs_per_step=ctx.b("LC_EPOCHS_PER_STEP", LC_EPOCHS_PER_STEP), seed=seed)
-    _run_single(ctx, "lc_mix", lc_name(mix), seed, "lc", lambda: LCMix(cfg, ctx.data))
+def lc_settings(ctx: Ctx, mix: str) -> dict:
+    return dict(mix=tuple(MIXES[mix].items()), steps=ctx.b("LC_STEPS", LC_STEPS), mu0=LC_MU0, a=LC_A,
+                epochs_per_step=ctx.b("LC_EPOCHS_PER_STEP", LC_EPOCHS_PER_STEP))
+
+
+def run_inq(ctx: Ctx, bits: int, seed: int) -> dict:
+    cfg = INQConfig(**inq_settings(ctx, bits), seed=seed)
+    return _run_single(ctx, "inq", inq_name(bits), seed, "inq", lambda: INQ(cfg, ctx.data))
+
+
+def run_ana(ctx: Ctx, name: str, seed: int) -> dict:
+    cfg = ANAConfig(**ana_settings(ctx, name), seed=seed)
+    return _run_single(ctx, "ana", name, seed, "ana", lambda: ANA(cfg, ctx.data))
+
+
+def run_lc(ctx: Ctx, mix: str, seed: int) -> dict:
+    cfg = LCConfig(**lc_settings(ctx, mix), seed=seed)
+    return _run_single(ctx, "lc_mix", lc_name(mix), seed, "lc", lambda: LCMix(cfg, ctx.data))
 
 
 # ------------------------------------------------------------------------------------------------
-# the jobs and the scheduler
+# the declared runs (metaq_utils.campaign: resume by identity, claims, order, failures)
 
 
-@dataclasses.dataclass
-class Job:
-    id: str
-    outputs: Callable[[], list[Path]]           # every result.json the job writes
-    ready: Callable[[], bool]                    # its inputs exist
-    run: Callable[[], None]
-    skipped: Callable[[], bool] = lambda: False  # not needed (a recipe that was not chosen)
-
-    def done(self) -> bool:
-        return all(p.exists() for p in self.outputs())
+def _plain(x: Any) -> Any:
+    """``x`` as JSON reads it back (tuples become lists): how a result.json holds a setting."""
+    return json.loads(json.dumps(x))
 
 
-def jobs(ctx: Ctx) -> list[Job]:
-    """Every job, in priority order: the dense references first (everything depends on them), then
-    the longest jobs (LC), then Deep Compression LeNet-5, INQ, ANA, Deep Compression LeNet-300-100."""
-    out: list[Job] = []
+def dense_name(arch: str, recipe: str, seed: int) -> str:
+    return f"dense:{arch}:{recipe}:s{seed}"
 
-    def dense_job(arch, recipe, seed):
-        def skipped():
-            c = chosen_recipe(ctx, arch)
-            return seed != 0 and c is not None and c != recipe
-        return Job(f"dense:{arch}:{recipe}:s{seed}", lambda: [dense_dir(ctx, arch, recipe, seed) / "result.json"],
-                   (lambda: True) if seed == 0 else (lambda: chosen_recipe(ctx, arch) == recipe),
-                   lambda: run_dense(ctx, arch, recipe, seed), skipped)
+
+def declared_runs(ctx: Ctx) -> list[Run]:
+    """Every run, in priority order: the dense references first (everything depends on them), then
+    the longest runs (LC), then Deep Compression LeNet-5, INQ, ANA, Deep Compression LeNet-300-100.
+    A run's identity is what it is declared with: method, network, seed and the settings it passes
+    (its budget among them)."""
+    runs: list[Run] = []
+
+    def add(name, out, method, arch, seed, settings, job, after=(), needed=None, **extra):
+        identity = {"campaign": "protocol", "method": method, "arch": arch, "seed": seed, **extra,
+                    "config": _plain(settings)}
+        runs.append(Run(name, out, identity, lambda out, job=job: job(), tuple(after), needed))
 
     for seed in SEEDS:
         for arch in ARCHS:
             for recipe in RECIPES:
-                out.append(dense_job(arch, recipe, seed))
-    has_ref = lambda arch, seed: (lambda: dense_reference(ctx, arch, seed) is not None)  # noqa: E731
+                # seed 0: every recipe; seeds 1, 2: only the recipe chosen on seed 0's validation accuracy
+                add(dense_name(arch, recipe, seed), dense_dir(ctx, arch, recipe, seed), "dense", arch, seed,
+                    dense_settings(ctx, recipe), lambda arch=arch, recipe=recipe, seed=seed: run_dense(ctx, arch, recipe, seed),
+                    after=[] if seed == 0 else [dense_name(arch, r, 0) for r in RECIPES],
+                    needed=None if seed == 0 else (lambda arch=arch, recipe=recipe: chosen_recipe(ctx, arch) in (None, recipe)),
+                    recipe=recipe)
+    # seed s's reference: the chosen recipe's run (done), the other one not needed (skipped)
+    ref = lambda arch, seed: [dense_name(arch, r, seed) for r in RECIPES]  # noqa: E731
     for seed in SEEDS:
         for mix in LC_MIXES:
-            out.append(Job(f"lc:{mix}:s{seed}", lambda mix=mix, seed=seed: [method_dir(ctx, "lc_mix", lc_name(mix), seed)
-                                                                             / "result.json"],
-                           has_ref("lenet5", seed), lambda mix=mix, seed=seed: run_lc(ctx, mix, seed)))
+            add(f"lc:{mix}:s{seed}", method_dir(ctx, "lc_mix", lc_name(mix), seed), "lc", "lenet5", seed,
+                lc_settings(ctx, mix), lambda mix=mix, seed=seed: run_lc(ctx, mix, seed), after=ref("lenet5", seed))
     for arch in ARCHS:
         for seed in SEEDS:
             for q in DC[arch]["qualities"]:
-                job = Job(f"dc:{arch}:q{q:g}:s{seed}",
-                          lambda arch=arch, q=q, seed=seed: [method_dir(ctx, "deep_compression",
-                                                                        dc_config_name(arch, q, bits), seed) / "result.json"
-                                                             for bits in DC[arch]["bits"]],
-                          has_ref(arch, seed), lambda arch=arch, q=q, seed=seed: run_dc(ctx, arch, q, seed))
-                out.append(job)
+                first = None
+                for bits in DC[arch]["bits"]:
+                    name = f"dc:{arch}:q{q:g}:s{seed}:" + dc_config_name(arch, q, bits).split(f"_q{q:g}_")[1]
+                    add(name, method_dir(ctx, "deep_compression", dc_config_name(arch, q, bits), seed), "dc", arch, seed,
+                        dc_settings(ctx, arch, q, bits),
+                        lambda arch=arch, q=q, bits=bits, seed=seed: run_dc(ctx, arch, q, bits, seed),
+                        after=ref(arch, seed) + ([first] if first else []))
+                    first = first or name         # the first bit setting prunes, the others reuse its network
         if arch == "lenet5":
             for seed in SEEDS:
                 for bits in INQ_BITS:
-                    out.append(Job(f"inq:b{bits}:s{seed}",
-                                   lambda bits=bits, seed=seed: [method_dir(ctx, "inq", inq_name(bits), seed) / "result.json"],
-                                   has_ref("lenet5", seed), lambda bits=bits, seed=seed: run_inq(ctx, bits, seed)))
+                    add(f"inq:b{bits}:s{seed}", method_dir(ctx, "inq", inq_name(bits), seed), "inq", arch, seed,
+                        inq_settings(ctx, bits), lambda bits=bits, seed=seed: run_inq(ctx, bits, seed),
+                        after=ref(arch, seed))
                 for name in ana_names():
-                    out.append(Job(f"ana:{name}:s{seed}",
-                                   lambda name=name, seed=seed: [method_dir(ctx, "ana", name, seed) / "result.json"],
-                                   has_ref("lenet5", seed), lambda name=name, seed=seed: run_ana(ctx, name, seed)))
-    return out
+                    add(f"ana:{name}:s{seed}", method_dir(ctx, "ana", name, seed), "ana", arch, seed,
+                        ana_settings(ctx, name), lambda name=name, seed=seed: run_ana(ctx, name, seed),
+                        after=ref(arch, seed))
+    return runs
 
 
-CLAIMS = "claims"          # ctx.state / CLAIMS: one claim file per job (metaq_utils.store.claims)
+def same_run(ctx: Ctx) -> Callable[[Run, dict], str | None]:
+    """The check of a result written before the runner: it is the declared run if its network, seed
+    (and recipe), every declared setting and, for a method, the dense reference it started from (the
+    chosen recipe) agree."""
+
+    def check(run: Run, res: dict) -> str | None:
+        ident = run.identity
+        bad = [f"{k} {res.get(k)!r} (declared {ident[k]!r})" for k in ("arch", "seed", "recipe")
+               if k in ident and res.get(k) != ident[k]]
+        recorded = res.get("train_config" if ident["method"] == "dense" else "config") or {}
+        bad += [f"config.{k} {recorded.get(k)!r} (declared {v!r})" for k, v in ident["config"].items()
+                if _plain(recorded.get(k)) != v]
+        if ident["method"] != "dense":
+            chosen, used = chosen_recipe(ctx, ident["arch"]), (res.get("dense_reference") or {}).get("recipe")
+            if used != chosen:
+                bad.append(f"started from the {used!r} dense reference (chosen: {chosen!r})")
+        return "; ".join(bad) or None
+
+    return check
 
 
-def _claims(ctx: Ctx) -> ClaimDir:
-    return ClaimDir(ctx.state / CLAIMS)
-
-
-def _claim_path(ctx: Ctx, job: Job) -> Path:
-    return _claims(ctx).path(job.id)
-
-
-def _failed_path(ctx: Ctx, job: Job) -> Path:
-    return ctx.state / "failed" / (job.id.replace(":", "_") + ".json")
-
-
-def claimed_by_other(ctx: Ctx, job: Job) -> bool:
-    """Whether another live worker holds ``job``; a dead worker's claim is removed."""
-    return _claims(ctx).claimed_by_other(job.id)
-
-
-def claim(ctx: Ctx, job: Job, worker: str) -> bool:
-    """Claim ``job`` for ``worker`` (atomically; a dead worker's claim is taken over)."""
-    return _claims(ctx).claim(job.id, worker)
-
-
-def job_state(ctx: Ctx, job: Job) -> str:
-    if job.done():
-        return "done"
-    if job.skipped():
-        return "skipped"
-    if _failed_path(ctx, job).exists():
-        return "failed"
-    if claimed_by_other(ctx, job):
-        return "running"
-    return "ready" if job.ready() else "waiting"
-
-
-def run_worker(ctx: Ctx, worker: str, retry_failed: bool, only: list[str] | None, poll: float = 15.0) -> int:
-    torch.set_num_threads(1)
-    if retry_failed:
-        for p in (ctx.state / "failed").glob("*.json"):
-            p.unlink()
-    log(f"worker {worker} (pid {os.getpid()}), root {ctx.root}, smoke={ctx.smoke}")
-    failures = 0
-    while True:
-        all_jobs = [j for j in jobs(ctx) if not only or any(j.id.startswith(o) for o in only)]
-        states = {j.id: job_state(ctx, j) for j in all_jobs}
-        ready = [j for j in all_jobs if states[j.id] == "ready"]
-        if not ready:
-            if any(s == "running" for s in states.values()):   # a waiting job may become ready when it ends
-                time.sleep(poll)
-                continue
-            left = {s: sum(1 for v in states.values() if v == s) for s in set(states.values())}
-            log(f"worker {worker}: nothing left to run ({left})")
-            return 1 if failures else 0
-        job = ready[0]
-        if not claim(ctx, job, worker):
-            continue
-        try:
-            if job.done():               # finished by another worker between the check and the claim
-                continue
-            log(f"worker {worker}: {job.id} started")
-            t0 = time.time()
-            job.run()
-            log(f"worker {worker}: {job.id} finished in {time.time() - t0:.0f} s")
-        except Exception as e:           # one failing job does not stop the others; it is recorded
-            failures += 1
-            log(f"worker {worker}: {job.id} FAILED: {type(e).__name__}: {e}")
-            write_json(_failed_path(ctx, job), {"job": job.id, "error": f"{type(e).__name__}: {e}",
-                                                "traceback": traceback.format_exc(), "time": time.time()})
-        finally:
-            _claims(ctx).release(job.id)
+def campaign(ctx: Ctx) -> Campaign:
+    return Campaign("protocol", declared_runs(ctx), ctx.state, command=ctx.command, legacy=same_run(ctx), log=log)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -568,7 +538,9 @@ def run_worker(ctx: Ctx, worker: str, retry_failed: bool, only: list[str] | None
 
 def config_groups(ctx: Ctx) -> list[dict[str, Any]]:
     """Every configuration of the campaign: method (frontier name), network, run (frontier run name,
-    the folder under runs/<folder>/), folder, budget, its seeds' result.json paths."""
+    the folder under runs/<folder>/), folder, budget, its seeds' result.json paths and the results
+    there (the campaign's finished runs, :meth:`Campaign.results`; ``ours`` is run by
+    experiments/ours_protocol.sh and read from its files)."""
     groups = []
     for arch in ARCHS:
         for q in DC[arch]["qualities"]:
@@ -587,12 +559,15 @@ def config_groups(ctx: Ctx) -> list[dict[str, Any]]:
     for lam in OURS_LAMS:
         groups.append(dict(method="ours-adjacent-zero", network="lenet5", folder="ours", name=f"adj_lam{lam}_e{OURS_EPOCHS}",
                            budget=budget_text(ctx, "ours"), adapt=ours_result))
+    c = campaign(ctx)
+    done = c.results()
+    finished = {Path(r.out) / "result.json": done[r.name] for r in c.runs if r.name in done}
     for g in groups:
         g["run"] = f"protocol/{g['name']}"
         g["paths"] = [method_dir(ctx, g["folder"], g["name"], s) / "result.json" for s in SEEDS]
         adapt = g.pop("adapt", None)
-        g["results"] = [adapt(read_json(p), s) if adapt else read_json(p)
-                        for s, p in zip(SEEDS, g["paths"]) if p.exists()]
+        g["results"] = [adapt(read_json(p), s) if adapt else finished[p]
+                        for s, p in zip(SEEDS, g["paths"]) if (p.exists() if adapt else p in finished)]
     return groups
 
 
@@ -745,7 +720,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["run", "status", "aggregate"])
     p.add_argument("--worker", default="w0")
-    p.add_argument("--only", nargs="+", help="job id prefixes (e.g. dense: lc:)")
+    p.add_argument("--only", nargs="+", help="run name prefixes (e.g. dense: lc:)")
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--smoke", action="store_true", help="1-epoch budgets on a data subset (tests the script)")
     p.add_argument("--root", default=None, help="where runs go (default runs/; --smoke: /tmp/protocol_smoke/runs)")
@@ -756,11 +731,22 @@ def main(argv=None) -> int:
     root = root if root.is_absolute() else REPO / root
     command = "python experiments/protocol_campaign.py " + " ".join(argv if argv is not None else sys.argv[1:])
     ctx = Ctx(root, a.smoke, command)
+    c = campaign(ctx)
     if a.command == "run":
-        return run_worker(ctx, a.worker, a.retry_failed, a.only)
+        torch.set_num_threads(1)
+        only = [r.name for r in c.runs if any(r.name.startswith(o) for o in a.only)] if a.only else None
+        log(f"worker {a.worker} (pid {os.getpid()}), root {ctx.root}, smoke={ctx.smoke}")
+        if only == []:
+            log(f"worker {a.worker}: no run matches {a.only}")
+            return 0
+        c.run(a.worker, only=only, retry_failed=a.retry_failed, wait="running")
+        states = c.status()
+        left = Counter(states[n] for n in (only or states))
+        log(f"worker {a.worker}: nothing left to run ({dict(left)})")
+        return 1 if left["failed"] else 0
     if a.command == "status":
-        for j in jobs(ctx):
-            print(f"{job_state(ctx, j):8s} {j.id}")
+        for name, state in c.status().items():
+            print(f"{state:8s} {name}")
         return 0
     rows = frontier_rows(ctx)
     if a.smoke:

@@ -17,7 +17,11 @@ and :class:`Campaign` runs what is not done yet:
   function (e.g. from ``last.pt``); the runner only decides *whether* to run it.
 - **order**: ``after=`` names runs that must be done first (e.g. a seed's dense reference); a run
   whose prerequisites are not done is left for a later pass, and ``run(wait=True)`` polls until the
-  other workers have finished them.
+  other workers have finished them; ``run(wait="running")`` polls only while another live process holds
+  one of the campaign's runs (a worker that finds nothing runnable and nobody else at work stops).
+- **choices**: ``needed=`` (a callable) marks a run that a choice made from other runs' results may make
+  unnecessary (e.g. the seeds of a recipe that was not chosen): while it returns ``False`` the run is
+  ``skipped``, never started, and counts as satisfied for the runs declared ``after`` it.
 - **failures**: an exception in one run is written to ``<state>/failed/<name>.txt`` with its traceback
   and does not stop the others; ``run(retry_failed=True)`` tries it again.
 
@@ -68,6 +72,10 @@ class Run:
     identity: Mapping[str, Any]
     job: Callable[[Path], Mapping[str, Any]]
     after: tuple[str, ...] = ()
+    needed: Callable[[], bool] | None = None
+
+    def is_needed(self) -> bool:
+        return self.needed is None or bool(self.needed())
 
     @property
     def key(self) -> str:
@@ -139,17 +147,25 @@ class Campaign:
                                 f"the declaration of {run.name!r} changed; move the old folder away to rerun it")
         return True
 
+    def _satisfied(self, name: str) -> bool:
+        """Whether the runs declared after ``name`` may start: it is done, or not needed."""
+        r = self._by_name[name]
+        return self.is_done(r) or not r.is_needed()
+
     def status(self) -> dict[str, str]:
-        """Name -> ``done`` | ``failed`` | ``running`` (claimed by a live process) | ``waiting`` | ``todo``."""
+        """Name -> ``done`` | ``skipped`` (not needed) | ``failed`` | ``running`` (claimed by a live process)
+        | ``waiting`` | ``todo``."""
         out = {}
         for r in self.runs:
             if self.is_done(r):
                 out[r.name] = "done"
+            elif not r.is_needed():
+                out[r.name] = "skipped"
             elif self._failed_path(r).exists():
                 out[r.name] = "failed"
             elif ClaimFile(Path(r.out) / ".claim").claimed_by_other():
                 out[r.name] = "running"
-            elif any(not self.is_done(self._by_name[a]) for a in r.after):
+            elif any(not self._satisfied(a) for a in r.after):
                 out[r.name] = "waiting"
             else:
                 out[r.name] = "todo"
@@ -159,6 +175,10 @@ class Campaign:
         """The finished runs' results, in declaration order."""
         return {r.name: _read_json(Path(r.out) / RESULT) for r in self.runs if self.is_done(r)}
 
+    def _held_by_others(self) -> bool:
+        """Whether another live process holds the claim of one of the runs not done."""
+        return any(ClaimFile(Path(r.out) / ".claim").claimed_by_other() for r in self.runs if not self.is_done(r))
+
     # -- running --------------------------------------------------------------------------------
     def _run_one(self, run: Run, worker: str) -> bool:
         out = Path(run.out)
@@ -167,7 +187,7 @@ class Campaign:
             self.log(f"[{self.name}] {run.name}: claimed by another process, skipped")
             return False
         try:
-            if self.is_done(run):           # finished by another worker between our look and our claim
+            if self.is_done(run) or not run.is_needed():   # finished by another worker meanwhile
                 return False
             self.log(f"[{self.name}] {run.name} -> {out}")
             t0 = time.time()
@@ -192,10 +212,13 @@ class Campaign:
             claim.release()
 
     def run(self, worker: str = "w0", *, only: Sequence[str] | None = None, retry_failed: bool = False,
-            shard: tuple[int, int] = (0, 1), wait: bool = False, poll: float = 15.0) -> int:
+            shard: tuple[int, int] = (0, 1), wait: bool | str = False, poll: float = 15.0) -> int:
         """Run what is not done; returns how many runs this call finished. ``shard=(i, n)``: only the runs
         whose declaration index is ``i`` mod ``n``; ``only``: only these names; ``wait``: keep polling until
-        every selected run is done or failed (prerequisites held by other workers)."""
+        every selected run is done or failed (prerequisites held by other workers); ``wait="running"``:
+        keep polling only while another live process holds one of the campaign's runs."""
+        if wait not in (True, False, "running"):
+            raise ValueError(f"wait must be True, False or 'running', got {wait!r}")
         i, n = shard
         if not (0 <= i < n):
             raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
@@ -207,11 +230,11 @@ class Campaign:
         while True:
             progressed, pending = False, 0
             for r in mine:
-                if self.is_done(r):
+                if self.is_done(r) or not r.is_needed():
                     continue
                 if self._failed_path(r).exists() and not retry_failed:
                     continue
-                if any(not self.is_done(self._by_name[a]) for a in r.after):
+                if any(not self._satisfied(a) for a in r.after):
                     pending += 1
                     continue
                 if self._run_one(r, worker):
@@ -220,7 +243,12 @@ class Campaign:
                 elif not self.is_done(r) and not self._failed_path(r).exists():
                     pending += 1            # held by another worker
             retry_failed = False            # a run that fails again stays failed for this call
-            if not pending or not (wait or progressed):
+            if not pending:
+                return finished
+            if wait == "running":
+                if not (progressed or self._held_by_others()):
+                    return finished
+            elif not (wait or progressed):
                 return finished
             if not progressed:
                 time.sleep(poll)

@@ -136,3 +136,54 @@ def test_a_legacy_check_refuses_an_old_result_that_is_not_the_declared_run(tmp_p
         c.run()
     ok = Campaign("t", [Run("r0", out, {"seed": 1}, _job([], 0))], tmp_path / "state", legacy=check, log=lambda m: None)
     assert ok.run() == 0 and ok.status() == {"r0": "done"}
+
+
+def test_a_run_not_needed_is_skipped_and_satisfies_the_runs_after_it(tmp_path):
+    calls, chosen = [], {"recipe": None}
+    runs = [Run("a", tmp_path / "a", {"r": "a"}, _job(calls, 0),
+                needed=lambda: chosen["recipe"] in (None, "a")),
+            Run("b", tmp_path / "b", {"r": "b"}, _job(calls, 1),
+                needed=lambda: chosen["recipe"] in (None, "b")),
+            Run("use", tmp_path / "use", {"r": "use"}, _job(calls, 2), after=("a", "b"))]
+    c = Campaign("t", runs, tmp_path / "state", log=lambda m: None)
+    assert c.status() == {"a": "todo", "b": "todo", "use": "waiting"}
+    chosen["recipe"] = "b"
+    assert c.status() == {"a": "skipped", "b": "todo", "use": "waiting"}
+    assert c.run() == 2 and calls == ["b", "use"]                  # a is never run
+    assert c.status() == {"a": "skipped", "b": "done", "use": "done"}
+    assert not (tmp_path / "a").exists()
+
+
+def test_wait_running_polls_while_another_worker_holds_a_run_and_stops_otherwise(tmp_path):
+    import threading
+
+    calls = []
+    runs = [Run("r0", tmp_path / "r0", {"i": 0}, _job(calls, 0)),
+            Run("r1", tmp_path / "r1", {"i": 1}, _job(calls, 1), after=("r0",))]
+    c = Campaign("t", runs, tmp_path / "state", log=lambda m: None)
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import time; from metaq_utils.store.claims import ClaimFile; "
+                               f"ClaimFile({str(tmp_path / 'r0' / '.claim')!r}).claim('other'); "
+                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    done = []
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert c.run(wait=False) == 0                              # without waiting: nothing to do now
+        t = threading.Thread(target=lambda: done.append(c.run(wait="running", poll=0.05)))
+        t.start()
+        time.sleep(0.4)
+        assert t.is_alive() and calls == []                        # r0 is held: the worker polls
+    finally:
+        holder.kill()
+        holder.wait()
+    t.join(timeout=20)
+    assert not t.is_alive() and done == [2] and calls == ["r0", "r1"]   # the dead claim is taken over
+    # a failed prerequisite and nobody else at work: the worker stops instead of polling for ever
+    calls2 = []
+    runs2 = [Run("p", tmp_path / "p", {"i": 0}, _job(calls2, 0, fail=True)),
+             Run("q", tmp_path / "q", {"i": 1}, _job(calls2, 1), after=("p",))]
+    c2 = Campaign("t2", runs2, tmp_path / "state2", log=lambda m: None)
+    assert c2.run(wait="running", poll=0.05) == 0 and calls2 == ["p"]
+    assert c2.status() == {"p": "failed", "q": "waiting"}
+    with pytest.raises(ValueError, match="wait"):
+        c2.run(wait="forever")
