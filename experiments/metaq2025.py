@@ -7,7 +7,10 @@
 
 The training, the selection on validation and the file are :func:`metaq_utils.metaq2025.train_2025`
 (every rule cited there and in :mod:`metaq_utils.core.reference_2025`); this script declares the
-runs. Each run writes ``runs/metaq2025/<config>[_e<epochs>]_seed<s>/``: ``last.pt`` (resumable after
+runs for :class:`metaq_utils.campaign.Campaign` (issue 22: the one runner — identity = network, configuration
+and its settings, seed, epochs; a run of another identity is never overwritten; results from before the
+runner accepted through a check of those; a claim per run, so two processes can share a list; failures
+recorded under ``runs/metaq2025/_state/failed/``). Each run writes ``runs/metaq2025/<config>[_e<epochs>]_seed<s>/``: ``last.pt`` (resumable after
 every epoch), ``best_state.pt`` (the selected epoch), ``log.txt``, and when finished ``model.mtq``
 and ``result.json`` (an 8-epoch run has no ``_e8`` in its name).
 """
@@ -22,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metaq_utils.campaign import Campaign, Run
 from metaq_utils.frontier import aggregate_seeds, append_points
-from metaq_utils.metaq2025 import CONFIGS, train_2025
+from metaq_utils.metaq2025 import CONFIGS, LOGGED, train_2025
 from metaq_utils.nn.data import load_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,25 +193,72 @@ def main(argv=None) -> int:
         aggregate()
         return 0
     torch.set_num_threads(1)
-    data = load_mnist(REPO / "data", verbose=False)
-    command = "python experiments/metaq2025.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    for c in a.config.split(","):
+    configs = a.config.split(",")
+    for c in configs:
         if c not in CONFIGS:
             raise SystemExit(f"unknown config {c!r}; one of {list(CONFIGS)}")
-        for s in (int(x) for x in a.seeds.split(",")):
-            name = run_name(c, a.epochs, s)
-            rdir = ROOT / name if a.arch == "lenet5" else ROOT / a.arch / name
-            if a.reference_rule_on_test:
-                if a.arch != "lenet5":
-                    raise SystemExit("--reference-rule-on-test: LeNet-5 only (the log's network)")
-                rdir = ROOT / "reference_rule" / name
-            if (rdir / "result.json").exists():
-                print(f"[metaq2025] {name}: done, skipped", flush=True)
-                continue
-            print(f"[metaq2025] {name} ({a.epochs} epochs)", flush=True)
-            train_2025(rdir, c, s, a.epochs, data, command=command, arch=a.arch,
-                       reference_rule_on_test=a.reference_rule_on_test)
-    return 0
+    if a.reference_rule_on_test and a.arch != "lenet5":
+        raise SystemExit("--reference-rule-on-test: LeNet-5 only (the log's network)")
+    loaded = []
+
+    def data():
+        if not loaded:
+            loaded.append(load_mnist(REPO / "data", verbose=False))
+        return loaded[0]
+
+    command = "python experiments/metaq2025.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    c = campaign(configs, [int(x) for x in a.seeds.split(",")], a.epochs, a.arch, a.reference_rule_on_test,
+                 data, command)
+    c.run("w0")
+    return 1 if any(v == "failed" for v in c.status().values()) else 0
+
+
+def run_dir(config: str, seed: int, epochs: int, arch: str = "lenet5", reference_rule: bool = False) -> Path:
+    name = run_name(config, epochs, seed)
+    if reference_rule:
+        return ROOT / "reference_rule" / name
+    return ROOT / name if arch == "lenet5" else ROOT / arch / name
+
+
+def identity(config: str, seed: int, epochs: int, arch: str, reference_rule: bool) -> dict:
+    return {"campaign": "metaq2025", "arch": arch, "config": config, "settings": dataclasses.asdict(CONFIGS[config]),
+            "seed": seed, "epochs": epochs, "reference_rule_on_test": reference_rule}
+
+
+def campaign(configs, seeds, epochs: int, arch: str, reference_rule: bool, data, command: str,
+             root: Path | None = None) -> Campaign:
+    """The declared runs (configs × seeds, in that order); ``data()`` loads MNIST when a run starts."""
+    runs = []
+    for cfg in configs:
+        for s in seeds:
+            out = run_dir(cfg, s, epochs, arch, reference_rule)
+            if root is not None:
+                out = Path(root) / out.relative_to(ROOT)
+            runs.append(Run(str(out.relative_to(root or ROOT)), out, identity(cfg, s, epochs, arch, reference_rule),
+                            lambda o, cfg=cfg, s=s: train_2025(o, cfg, s, epochs, data(), command=command, arch=arch,
+                                                                reference_rule_on_test=reference_rule)))
+    return Campaign("metaq2025", runs, (root or ROOT) / "_state", command=command, legacy=same_run)
+
+
+def same_run(run: Run, res: dict) -> str | None:
+    """A result written before the runner is this run if its network, configuration, seed, epochs and
+    settings (δ, w0, solver, sign, λ) agree, and it carries the test-selected block iff declared."""
+    ident = run.identity
+    bad = [f"{k} {res.get(k)!r} (declared {ident[k]!r})" for k in ("config", "seed", "epochs")
+           if res.get(k) != ident[k]]
+    if res.get("arch", "lenet5") != ident["arch"]:
+        bad.append(f"arch {res.get('arch')!r} (declared {ident['arch']!r})")
+    st, decl = res.get("settings", {}), ident["settings"]
+    # results from before a setting was recorded had its only value then: sign +1, the log's λ
+    for k, default in (("delta", None), ("w0", None), ("solver", None), ("sign", 1.0)):
+        if st.get(k, default) != decl[k]:
+            bad.append(f"settings.{k} {st.get(k)!r} (declared {decl[k]!r})")
+    lam = LOGGED["lam"] if decl["lam"] is None else decl["lam"]
+    if st.get("lam", LOGGED["lam"]) != lam:
+        bad.append(f"settings.lam {st.get('lam')!r} (declared {lam!r})")
+    if ("reference_rule_test_selected" in res) != ident["reference_rule_on_test"]:
+        bad.append("the test-selected block does not match the declaration")
+    return "; ".join(bad) or None
 
 
 if __name__ == "__main__":

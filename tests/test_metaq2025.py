@@ -139,3 +139,35 @@ def test_reference_rule_on_test_is_apart_and_changes_nothing(run, small_mnist, t
             p.copy_(torch.from_numpy(q[o:o + p.numel()].reshape(p.shape)))
             o += p.numel()
     assert evaluate(model, small_mnist.test_x, small_mnist.test_y)["accuracy"] == t["test_accuracy_sparse_Cprime"]
+
+
+def test_campaign_declarations_on_the_runner(run, tmp_path):
+    """experiments/metaq2025.py declares its runs for metaq_utils.campaign: a result from before the
+    runner is accepted only when its network/configuration/seed/epochs/settings agree (and then gets
+    its identity.json), a finished run is not retrained, another identity is refused by name."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+    from metaq_utils.campaign import CampaignError
+    spec = importlib.util.spec_from_file_location("exp_metaq2025", Path(__file__).parents[1] / "experiments" / "metaq2025.py")
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    out, _ = run
+    shutil.copytree(out, tmp_path / "logged_e1_seed0")
+    no_data = lambda: pytest.fail("a finished run was started again")   # noqa: E731
+    c = exp.campaign(["logged"], [0], 1, "lenet5", False, no_data, "test", root=tmp_path)
+    assert c.status() == {"logged_e1_seed0": "done"}
+    ident = json.loads((tmp_path / "logged_e1_seed0" / "identity.json").read_text())
+    assert ident["identity"]["config"] == "logged" and ident["identity"]["seed"] == 0
+    assert c.run("w0") == 0
+    # the same result under the folder of another declaration: refused, naming what differs
+    shutil.copytree(out, tmp_path / "delta5_e1_seed0")
+    with pytest.raises(CampaignError, match="config 'logged'"):
+        exp.campaign(["delta5"], [0], 1, "lenet5", False, no_data, "test", root=tmp_path).status()
+    shutil.copytree(out, tmp_path / "reference_rule" / "logged_e1_seed0")
+    with pytest.raises(CampaignError, match="test-selected block"):
+        exp.campaign(["logged"], [0], 1, "lenet5", True, no_data, "test", root=tmp_path).status()
+    # a declaration that changed (another seed's identity recorded in the folder) is never overwritten
+    (tmp_path / "logged_e1_seed0" / "result.json").write_text(json.dumps({"identity_key": "0" * 16}))
+    with pytest.raises(CampaignError, match="another identity"):
+        c.status()
