@@ -10,8 +10,10 @@ the shipped seed's, so the seeds start one stage later than a from-scratch recip
 Protocol: lambda chosen on seed 0's validation accuracy and file size only (the smallest file with
 validation accuracy >= 99.0 %; none: the highest validation accuracy), then seeds 0, 1, 2 of the
 chosen lambda, the test set evaluated once per decoded file (seed 0's run of the chosen lambda is the
-search run itself: its test accuracy is evaluated when the seeds stage reaches it). Resumable (a run
-with a result.json is not repeated; a run interrupted in training resumes from its checkpoint)::
+search run itself: its test accuracy is evaluated when the seeds stage reaches it). The runs are declared
+for :class:`metaq_utils.campaign.Campaign` (issue 22, ``campaign()``): a finished run is not repeated, a
+result of another identity is never overwritten, results from before the runner are accepted through
+``same_run`` (then get ``identity.json``); a run interrupted in training resumes from its checkpoint::
 
     OMP_NUM_THREADS=1 nohup .venv/bin/python experiments/rate_aware.py all > runs/campaign_logs/h4_rate_aware.log 2>&1 &
     .venv/bin/python experiments/rate_aware.py aggregate      # results/RATE_AWARE.md, results/rate_aware_frontier.json
@@ -30,6 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from metaq_utils.campaign import Campaign, Run  # noqa: E402
 from metaq_utils.nn.data import load_mnist  # noqa: E402
 from metaq_utils.recipes.rate_aware import RateAwareConfig, run_rate_aware  # noqa: E402
 
@@ -57,23 +60,78 @@ def run_dir(trial: str, lam: float, seed: int) -> Path:
     return OUT / trial / f"lr{BUDGET['lr']:g}" / f"lam{lam:g}" / f"seed{seed}"
 
 
-def one(trial: str, lam: float, seed: int, data, test: bool) -> dict:
-    out = run_dir(trial, lam, seed)
-    res_path = out / "result.json"
-    if res_path.exists():
-        res = json.loads(res_path.read_text())
-        if not test or "test_accuracy" in res:
-            return res
+def train_one(out: Path, trial: str, lam: float, seed: int, data, test: bool) -> dict:
+    """One run in ``out`` (resumable from ``rate_last.pt``); returns its result (the runner writes result.json)."""
     start, steps = start_of(trial, seed)
     cfg = RateAwareConfig(lam=lam, seed=seed, **BUDGET)
-    res = run_rate_aware(start, REPO / DENSE.format(seed=seed), steps, data, cfg, out, evaluate_test=test,
+    res = run_rate_aware(start, REPO / DENSE.format(seed=seed), steps, data(), cfg, out, evaluate_test=test,
                          extra={"command": f"python experiments/rate_aware.py {'seeds' if test else 'search'}",
                                 "start_trial": trial})
     print(f"{trial} lam {lam:g} seed {seed}: val {100 * res['val_accuracy']:.2f} %, "
           + (f"test {100 * res['test_accuracy']:.2f} %, " if test else "")
           + f"{res['file_bits']:,} bits ({res['seconds']:.0f} s)", flush=True)
-    commit(out)
     return res
+
+
+def identity(trial: str, lam: float, seed: int, test: bool) -> dict:
+    return {"campaign": "rate_aware", "trial": trial, "seed": seed, "test": test,
+            "rate_aware": RateAwareConfig(lam=lam, seed=seed, **BUDGET).to_dict(),
+            "start_checkpoint": f"runs/headline/seeds/{trial}/seed{seed}/quant_best.pt",
+            "teacher": DENSE.format(seed=seed)}
+
+
+def campaign(trial: str, data, root: Path | None = None, on_done=None) -> Campaign:
+    """The declared runs (issue 22, :class:`metaq_utils.campaign.Campaign`): ``search/lam<λ>`` (seed 0, validation
+    only) for every λ, then ``seeds/lam<λ>/seed<s>`` (test evaluated) for the λ chosen on the search's validation
+    and the control λ = 0; ``seeds/lam<λ>/seed0`` completes the search run of its folder. Identity = start trial,
+    seed, the RateAwareConfig, start and teacher checkpoints, whether the test is evaluated; failures recorded
+    under ``runs/rate_aware/_state/``. ``data()`` loads MNIST when a run starts; ``on_done(out)`` after a run."""
+    base = OUT if root is None else Path(root)
+    folder = lambda lam, s: base / run_dir(trial, lam, s).relative_to(OUT)    # noqa: E731
+    search = [f"search/lam{lam:g}" for lam in LAMS]
+
+    def chosen() -> float | None:
+        rows = []
+        for lam in LAMS:
+            p = folder(lam, 0) / "result.json"
+            if not p.exists():
+                return None
+            rows.append(json.loads(p.read_text()) | {"lam": lam})
+        return choose(rows)["lam"]
+
+    def job(lam, s, test):
+        def run(o: Path) -> dict:
+            res = train_one(o, trial, lam, s, data, test)
+            if on_done is not None:
+                on_done(o)
+            return res
+        return run
+
+    runs = [Run(f"search/lam{lam:g}", folder(lam, 0), identity(trial, lam, 0, False), job(lam, 0, False))
+            for lam in LAMS]
+    for lam in LAMS:
+        needed = lambda lam=lam: chosen() in (None, lam) or lam == 0.0     # noqa: E731
+        runs += [Run(f"seeds/lam{lam:g}/seed{s}", folder(lam, s), identity(trial, lam, s, True), job(lam, s, True),
+                     after=tuple(search), needed=needed, completes=f"search/lam{lam:g}" if s == 0 else None)
+                 for s in (0, 1, 2)]
+    return Campaign("rate_aware", runs, base / "_state", command="python experiments/rate_aware.py all",
+                    legacy=same_run)
+
+
+def same_run(run: Run, res: dict) -> str | None:
+    """A result written before the runner is this run if its RateAwareConfig (λ, seed, budget), start trial,
+    start and teacher checkpoints agree, and it carries a test accuracy where the test is declared."""
+    ident = run.identity
+    bad = [f"rate_aware.{k} {res.get('rate_aware', {}).get(k)!r} (declared {v!r})"
+           for k, v in ident["rate_aware"].items() if res.get("rate_aware", {}).get(k) != v]
+    if res.get("start_trial") != ident["trial"]:
+        bad.append(f"start_trial {res.get('start_trial')!r} (declared {ident['trial']!r})")
+    for k in ("start_checkpoint", "teacher"):       # absolute paths of the machine that ran it
+        if not str(res.get(k, "")).replace("\\", "/").endswith("/" + ident[k]):
+            bad.append(f"{k} {res.get(k)!r} (declared {ident[k]!r})")
+    if ident["test"] and "test_accuracy" not in res:
+        bad.append("no test accuracy (declared: test evaluated)")
+    return "; ".join(bad) or None
 
 
 def commit(out: Path) -> None:
@@ -98,22 +156,30 @@ def choose(rows: list[dict]) -> dict:
     return max(rows, key=lambda r: (r["val_accuracy"], -r["file_bits"]))
 
 
-def search_rows(trial: str, data) -> list[dict]:
-    return [one(trial, lam, 0, data, test=False) | {"lam": lam} for lam in LAMS]
-
-
-def cmd_all(args) -> None:
+def cmd_all(args) -> int:
     torch.set_num_threads(1)
-    data = load_mnist(REPO / "data")
-    rows = search_rows(args.trial, data)
-    c = choose(rows)
-    print(f"chosen on validation: lam {c['lam']:g} (val {100 * c['val_accuracy']:.2f} %, {c['file_bits']:,} bits)",
-          flush=True)
-    for s in (0, 1, 2):
-        one(args.trial, c["lam"], s, data, test=True)
-    if c["lam"] != 0.0:                 # the control on the same seeds
-        for s in (0, 1, 2):
-            one(args.trial, 0.0, s, data, test=True)
+    loaded = []
+
+    def data():
+        if not loaded:
+            loaded.append(load_mnist(REPO / "data"))
+        return loaded[0]
+
+    c = campaign(args.trial, data, on_done=lambda o: finished.append(o))
+    finished: list[Path] = []
+    c.run("w0")
+    for out in finished:
+        commit(out)
+    st = c.status()
+    for name, v in st.items():
+        print(f"{name}: {v}", flush=True)
+    done = c.results()
+    rows = [done[f"search/lam{lam:g}"] | {"lam": lam} for lam in LAMS if f"search/lam{lam:g}" in done]
+    if len(rows) == len(LAMS):
+        ch = choose(rows)
+        print(f"chosen on validation: lam {ch['lam']:g} (val {100 * ch['val_accuracy']:.2f} %, {ch['file_bits']:,} bits)",
+              flush=True)
+    return 1 if any(v == "failed" for v in st.values()) else 0
 
 
 def _ms(xs):
@@ -201,13 +267,13 @@ def cmd_aggregate(args) -> None:
     print("\n".join(lines))
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=("all", "aggregate"))
     ap.add_argument("--trial", default=TRIAL)
     args = ap.parse_args()
-    {"all": cmd_all, "aggregate": cmd_aggregate}[args.command](args)
+    return {"all": cmd_all, "aggregate": cmd_aggregate}[args.command](args) or 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

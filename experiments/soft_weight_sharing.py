@@ -17,6 +17,10 @@ the protocol.
   ``LEVEL[arch]`` (the benchmarks' level), else the highest mean validation accuracy.
 * Each run writes ``runs/soft_weight_sharing/<arch>/<config>/seed<s>/`` (``result.json`` with the command,
   ``model.mtq``, ``log.txt``, ``epochs/e<k>.mtq``); the resumable state ``last.pt`` stays local (ignored).
+* The runs are declared for :class:`metaq_utils.campaign.Campaign` (issue 22, ``campaign()``): identity = network,
+  configuration and its settings, seed, dense reference; a finished run is not repeated, a result of another
+  identity is never overwritten, results from before the runner are accepted through ``same_run`` (then get
+  ``identity.json``), a ``.claim`` per run, failures recorded under ``runs/soft_weight_sharing/_state/failed/``.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from metaq_utils.baselines.soft_weight_sharing import SoftWeightSharing, SoftWeightSharingConfig  # noqa: E402
+from metaq_utils.campaign import Campaign, Run  # noqa: E402
 from metaq_utils.nn.checkpoints import load_checkpoint  # noqa: E402
 from metaq_utils.nn.data import load_mnist  # noqa: E402
 from metaq_utils.nn.networks import EXPECTED_PARAMETERS as EXPECTED  # noqa: E402
@@ -79,19 +84,16 @@ def budget(arch: str, cfg: SoftWeightSharingConfig) -> str:
             f"from the dense reference")
 
 
-def cmd_run(args) -> None:
-    torch.set_num_threads(1)
-    out = run_dir(args.arch, args.config, args.seed)
-    if (out / "result.json").exists():
-        print(f"{out.relative_to(REPO)}: done")
-        return
+def train_one(out: Path, arch: str, config: str, seed: int, data, command: str) -> dict:
+    """One run in ``out`` (resumable from ``last.pt``): writes ``model.mtq``, ``log.txt``, ``epochs/``; returns
+    the result (the runner writes ``result.json``)."""
     out.mkdir(parents=True, exist_ok=True)
-    cfg = config_for(args.arch, args.config, args.seed)
-    data = load_mnist(verbose=False)
-    ref = dense_path(args.arch, args.seed)
-    dense = load_checkpoint(ref, expected_arch=args.arch).build_model()
+    cfg = config_for(arch, config, seed)
+    data = data()
+    ref = dense_path(arch, seed)
+    dense = load_checkpoint(ref, expected_arch=arch).build_model()
     t0 = time.time()
-    result, _ = SoftWeightSharing(cfg, data, progress=True).run(dense, args.arch, out_dir=out)
+    result, _ = SoftWeightSharing(cfg, data, progress=True).run(dense, arch, out_dir=out)
     lines = [f"{'epoch':>5} {'val':>7} {'q_val':>7} {'q_bits':>9} {'q_density':>9} {'comp':>4} {'pi0':>6} {'zero_std':>8}"]
     for h in result.history:
         lines.append(f"{h['epoch']:5d} {100 * h['val_accuracy']:7.2f} {100 * h['q_val_accuracy']:7.2f} {h['q_file_bits']:9,d} "
@@ -103,19 +105,65 @@ def cmd_run(args) -> None:
     (out / "log.txt").write_text("\n".join(lines) + "\n")
     atomic_write_bytes(out / "model.mtq", result.file_bytes)
     d = result.to_json_dict()
-    d.update(run=f"{args.arch}/{args.config}", config_name=args.config, seed=args.seed, test_accuracy=result.accuracy,
+    d.update(run=f"{arch}/{config}", config_name=config, seed=seed, test_accuracy=result.accuracy,
              selection="validation", dense_reference=str(ref.relative_to(REPO)), split=data.split, file="model.mtq",
-             seconds=time.time() - t0, budget=budget(args.arch, cfg),
-             command=" ".join(["python", "experiments/soft_weight_sharing.py"] + sys.argv[1:]))
-    write_json(out / "result.json", d)
+             seconds=time.time() - t0, budget=budget(arch, cfg), command=command)
     print(lines[-1], flush=True)
+    return d
 
 
-def cmd_campaign(args) -> None:
-    for seed in args.seeds:
-        args.seed = seed
-        print(f"[sws] {args.arch} {args.config} seed {seed}", flush=True)
-        cmd_run(args)
+def identity(arch: str, config: str, seed: int) -> dict:
+    return {"campaign": "soft_weight_sharing", "arch": arch, "config": config,
+            "settings": json.loads(json.dumps(dataclasses.asdict(config_for(arch, config, seed)))), "seed": seed,
+            "dense_reference": str(dense_path(arch, seed).relative_to(REPO))}
+
+
+def campaign(arch: str, config: str, seeds, data, command: str, root: Path | None = None):
+    """The declared runs (issue 22: :class:`metaq_utils.campaign.Campaign`; identity = network, configuration
+    and its settings, seed, dense reference; failures recorded under ``runs/soft_weight_sharing/_state/``);
+    ``data()`` loads MNIST when a run starts."""
+    base = OUT if root is None else Path(root)
+    runs = [Run(f"{arch}/{config}/seed{s}", base / arch / config / f"seed{s}", identity(arch, config, s),
+                lambda o, s=s: train_one(o, arch, config, s, data, command)) for s in seeds]
+    return Campaign("soft_weight_sharing", runs, base / "_state", command=command, legacy=same_run)
+
+
+def same_run(run, res: dict) -> str | None:
+    """A result written before the runner is this run if its network, configuration name, seed, every
+    setting of its SoftWeightSharingConfig and its dense reference agree."""
+    ident = run.identity
+    bad = [f"{k} {res.get(r)!r} (declared {ident[k]!r})"
+           for k, r in (("arch", "arch"), ("config", "config_name"), ("seed", "seed"), ("dense_reference", "dense_reference"))
+           if res.get(r) != ident[k]]
+    st = res.get("config") if isinstance(res.get("config"), dict) else {}
+    bad += [f"settings.{k} {st.get(k)!r} (declared {v!r})" for k, v in ident["settings"].items() if st.get(k) != v]
+    bad += [f"settings.{k} {v!r} (not declared)" for k, v in st.items() if k not in ident["settings"]]
+    return "; ".join(bad) or None
+
+
+def _run_campaign(args, seeds) -> int:
+    torch.set_num_threads(1)
+    loaded = []
+
+    def data():
+        if not loaded:
+            loaded.append(load_mnist(verbose=False))
+        return loaded[0]
+
+    command = " ".join(["python", "experiments/soft_weight_sharing.py"] + list(args.argv))
+    c = campaign(args.arch, args.config, seeds, data, command)
+    c.run("w0")
+    for name, st in c.status().items():
+        print(f"runs/soft_weight_sharing/{name}: {st}", flush=True)
+    return 1 if any(v == "failed" for v in c.status().values()) else 0
+
+
+def cmd_run(args) -> int:
+    return _run_campaign(args, [args.seed])
+
+
+def cmd_campaign(args) -> int:
+    return _run_campaign(args, args.seeds)
 
 
 def results(arch: str, config: str) -> list[dict]:
@@ -179,7 +227,7 @@ def cmd_aggregate(args) -> None:
     print("\n".join(L))
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("run", "campaign"):
@@ -192,8 +240,9 @@ def main(argv=None) -> None:
             s.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     sub.add_parser("aggregate")
     args = p.parse_args(argv)
-    {"run": cmd_run, "campaign": cmd_campaign, "aggregate": cmd_aggregate}[args.cmd](args)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
+    return {"run": cmd_run, "campaign": cmd_campaign, "aggregate": cmd_aggregate}[args.cmd](args) or 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

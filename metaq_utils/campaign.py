@@ -22,6 +22,10 @@ and :class:`Campaign` runs what is not done yet:
 - **choices**: ``needed=`` (a callable) marks a run that a choice made from other runs' results may make
   unnecessary (e.g. the seeds of a recipe that was not chosen): while it returns ``False`` the run is
   ``skipped``, never started, and counts as satisfied for the runs declared ``after`` it.
+- **stages of one folder**: ``completes=`` names a declared run with the same folder whose result this
+  run's result completes (e.g. the test evaluation of a search run that was chosen): that run's result is
+  this run's earlier stage (not done; this run overwrites it), and this run's result also makes that run
+  done. A result from before the runner is recorded as the most complete declared run it passes.
 - **failures**: an exception in one run is written to ``<state>/failed/<name>.txt`` with its traceback
   and does not stop the others; ``run(retry_failed=True)`` tries it again.
 
@@ -73,6 +77,7 @@ class Run:
     job: Callable[[Path], Mapping[str, Any]]
     after: tuple[str, ...] = ()
     needed: Callable[[], bool] | None = None
+    completes: str | None = None
 
     def is_needed(self) -> bool:
         return self.needed is None or bool(self.needed())
@@ -115,6 +120,15 @@ class Campaign:
             if missing:
                 raise CampaignError(f"campaign {self.name!r}: run {r.name!r} waits for undeclared runs {missing}")
         self._by_name = {r.name: r for r in self.runs}
+        self._completed_by: dict[str, Run] = {}
+        for r in self.runs:
+            if r.completes is None:
+                continue
+            e = self._by_name.get(r.completes)
+            if e is None or Path(e.out) != Path(r.out) or e.completes is not None or e.name in self._completed_by:
+                raise CampaignError(f"campaign {self.name!r}: run {r.name!r} completes {r.completes!r}, which must be "
+                                    f"another declared run of the same folder, completed by no other run")
+            self._completed_by[e.name] = r
 
     # -- state ----------------------------------------------------------------------------------
     def _failed_path(self, run: Run) -> Path:
@@ -133,15 +147,27 @@ class Campaign:
             if not self.legacy:
                 raise CampaignError(f"{run.out / RESULT} carries no identity (written before the runner); "
                                     f"declare the campaign with legacy=True to accept it")
-            problem = self.legacy(run, res) if callable(self.legacy) else None
-            if problem:
-                raise CampaignError(f"{run.out / RESULT} (written before the runner) is not the declared run "
-                                    f"{run.name!r}: {problem}")
-            atomic_write_bytes(Path(run.out) / "identity.json",
-                               json.dumps({"identity": run.identity, "identity_key": run.key,
-                                           "note": "result written before the campaign runner; accepted as this run"},
-                                          indent=1, sort_keys=True).encode())
-            return True
+            check = self.legacy if callable(self.legacy) else (lambda r, x: None)
+            # the most complete declared run of this folder that the old result passes
+            stages = [x for x in (self._completed_by.get(run.name), run,
+                                  self._by_name.get(run.completes) if run.completes else None) if x is not None]
+            problems = []
+            for st in stages:
+                problem = check(st, res)
+                if not problem:
+                    atomic_write_bytes(Path(run.out) / "identity.json",
+                                       json.dumps({"identity": st.identity, "identity_key": st.key,
+                                                   "note": "result written before the campaign runner; accepted as this run"},
+                                                  indent=1, sort_keys=True).encode())
+                    return st is not self._by_name.get(run.completes)
+                problems.append(problem if st is run else f"nor {st.name!r} of the same folder: {problem}")
+            problems.sort(key=lambda x: x.startswith("nor "))     # this run's own problem first
+            raise CampaignError(f"{run.out / RESULT} (written before the runner) is not the declared run "
+                                f"{run.name!r}: {'; '.join(problems)}")
+        if key != run.key and run.name in self._completed_by and key == self._completed_by[run.name].key:
+            return True                 # the run that completes this one has finished
+        if run.completes is not None and key == self._by_name[run.completes].key:
+            return False                # only the earlier stage (the completed run) is done
         if key != run.key:
             raise CampaignError(f"{run.out / RESULT} is a result of another identity ({key}, declared {run.key}): "
                                 f"the declaration of {run.name!r} changed; move the old folder away to rerun it")
