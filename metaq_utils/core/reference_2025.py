@@ -196,21 +196,22 @@ def _group(w, v32, gw, gi, seg_a, seg_cnt, seg_sum, seg_min, seg_max):  # pragma
     n = w.shape[0]
     C = v32.shape[0]
     S = 6 * C + 2
-    sid = np.empty(n, dtype=np.int64)
+    sid = np.empty(n, dtype=np.int32)
     v0 = np.float64(v32[0])
     inv_step = (C - 1) / (np.float64(v32[C - 1]) - v0)
+    vlo, vhi = v32[0], v32[C - 1]
     for q in range(S):
         seg_cnt[q] = 0
         seg_sum[q] = 0.0
         seg_min[q] = np.inf
         seg_max[q] = -np.inf
-    for i in range(n):
+    for i in range(n):           # pass 1: the segment of every weight (no stores into the segments)
         x = w[i]
         if not (x - x) == 0.0:
             return i
-        if x < v32[0]:
+        if x < vlo:
             q = 6 * C
-        elif x > v32[C - 1]:
+        elif x > vhi:
             q = 6 * C + 1
         else:
             # first j with v_j ≥ x: an arithmetic guess on the (near-)uniform grid, then corrected
@@ -220,17 +221,18 @@ def _group(w, v32, gw, gi, seg_a, seg_cnt, seg_sum, seg_min, seg_max):  # pragma
                 lo -= 1
             while v32[lo] < x:
                 lo += 1
-            e = 1 if v32[lo] == x else 0
-            sg = 2 if x > 0 else (0 if x < 0 else 1)
+            # branch-free (the sign of the zero bucket's weights is a coin flip to a branch predictor)
+            e = np.int64(v32[lo] == x)
+            sg = np.int64(x > 0) - np.int64(x < 0) + 1
             q = (2 * lo + e) * 3 + sg
         sid[i] = q
+    for i in range(n):           # pass 2: counts, float64 sums (in index order, as before), bounds
+        q = sid[i]
+        xd = np.float64(w[i])
         seg_cnt[q] += 1
-        xd = np.float64(x)
         seg_sum[q] += xd
-        if xd < seg_min[q]:
-            seg_min[q] = xd
-        if xd > seg_max[q]:
-            seg_max[q] = xd
+        seg_min[q] = min(seg_min[q], xd)    # ±0 may differ from a branchy form; every use of the
+        seg_max[q] = max(seg_max[q], xd)    # bounds (_first_better) is blind to the sign of zero
     seg_a[0] = 0
     for q in range(S):
         seg_a[q + 1] = seg_a[q] + seg_cnt[q]
