@@ -145,17 +145,23 @@ def beta_stats(beta: np.ndarray, zero_mask: np.ndarray) -> dict:
     return out
 
 
+def scan_cprime(model, w, g, thr, x, y, key: str) -> list[dict]:
+    """BestQuantization's re-quantization (quantize_and_compress.py 170–277): for every C' of
+    :data:`C_PRIME` on the same [w0 − r, w0 + r] (line 177), the accuracy on (x, y) under ``key`` and H_Q."""
+    scan = []
+    for Cp in C_PRIME:
+        vp = grid_2025(Cp, LOGGED["r"], bucket_zero=0, w0=g.w0).v
+        q, _ = _quantized(w, vp, thr)
+        scan.append({"C": Cp, key: _acc(model, q, x, y), "entropy_quantized_bits": reference_entropy(q)})
+    return scan
+
+
 def choose_cprime(model, w, g, data, thr) -> tuple[int, str, list[dict], float, float]:
     """The reference's BestQuantization rule on validation: (C', rule, scan, float acc, C=64 sparse acc)."""
     acc_float = evaluate(model, data.val_x, data.val_y)["accuracy"]
     _, s64 = _quantized(w, g.v, thr)
     acc64 = _acc(model, s64, data.val_x, data.val_y)
-    scan = []
-    for Cp in C_PRIME:
-        vp = grid_2025(Cp, LOGGED["r"], bucket_zero=0, w0=g.w0).v   # same [w0 − r, w0 + r] (quantize_and_compress.py 177)
-        q, _ = _quantized(w, vp, thr)
-        scan.append({"C": Cp, "val_accuracy_quantized": _acc(model, q, data.val_x, data.val_y),
-                     "entropy_quantized_bits": reference_entropy(q)})
+    scan = scan_cprime(model, w, g, thr, data.val_x, data.val_y, "val_accuracy_quantized")
     ok = [r for r in scan if r["val_accuracy_quantized"] >= acc_float - 0.002]   # accuracy_tollerance 0.2 points
     chosen, rule = LOGGED["C"], "training grid (no C' within 0.2 points)"
     if ok:
@@ -187,12 +193,7 @@ def reference_rule_test(model, out: Path, g, data, thr, history) -> dict:
     model.load_state_dict(torch.load(out / "best_test_state.pt", weights_only=False)["model"])
     w = _flat(model)
     acc_float = evaluate(model, data.test_x, data.test_y)["accuracy"]
-    scan = []
-    for Cp in C_PRIME:
-        vp = grid_2025(Cp, LOGGED["r"], bucket_zero=0, w0=g.w0).v
-        q, sp = _quantized(w, vp, thr)
-        scan.append({"C": Cp, "test_accuracy_quantized": _acc(model, q, data.test_x, data.test_y),
-                     "entropy_quantized_bits": reference_entropy(q)})
+    scan = scan_cprime(model, w, g, thr, data.test_x, data.test_y, "test_accuracy_quantized")
     ok = [r for r in scan if r["test_accuracy_quantized"] >= acc_float - 0.002]
     Cp = min(ok, key=lambda r: r["entropy_quantized_bits"])["C"] if ok else LOGGED["C"]
     v = g.v if Cp == LOGGED["C"] else grid_2025(Cp, LOGGED["r"], bucket_zero=0, w0=g.w0).v
