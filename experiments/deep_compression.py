@@ -19,8 +19,13 @@ and its variants with 2× and 4× the retraining per pruning round on LeNet-5 (r
     nice -n 10 .venv/bin/python experiments/deep_compression.py --networks lenet5 --qualities 2.2 \
         --retrain-epochs 8 --tag _r8 > runs/deep_compression/log_r8.txt 2>&1
 
-Finished points (a result.json with the same configuration) are skipped, so the command resumes
-after an interruption; ``--force`` recomputes them. No model selection is done on the test set:
+The sweep points are runs of :class:`metaq_utils.campaign.Campaign` (issue 22; identity = network, run
+name and the full Deep Compression configuration): finished points (a result.json of that identity;
+one written before the runner is accepted when its network and configuration agree, and gets an
+identity.json) are skipped, so the command resumes after an interruption; the dense and pruned stages
+are trained only when a point that needs them runs. ``--force`` recomputes them: the old
+``result.json`` / ``identity.json`` of each selected point are moved aside (``result.replaced-<time>.json``)
+first. ``--status`` prints each point's state and trains nothing. No model selection is done on the test set:
 every stage ends after its last epoch.
 """
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from metaq_utils.campaign import Campaign, Run
 from metaq_utils.baselines.deep_compression import DeepCompression, DeepCompressionConfig, masks_from_zeros
 from metaq_utils.coding.fileformat import encode_compressed
 from metaq_utils.frontier import append_points
@@ -112,7 +118,7 @@ def pruned_model(dc: DeepCompression, dense, arch: str, out: Path, q: float, tag
     return model, masks, history
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--networks", nargs="+", default=["lenet5", "lenet300100"], choices=sorted(SWEEPS))
     p.add_argument("--qualities", type=float, nargs="+", help="override the sweep's pruning qualities")
@@ -128,55 +134,118 @@ def main(argv=None) -> int:
     p.add_argument("--frontier", default="results/frontier.csv")
     p.add_argument("--tag", default="", help="suffix of the run names (and of the cached pruned models), "
                    "for variants of the sweep, e.g. '_r4'")
-    p.add_argument("--force", action="store_true", help="recompute finished sweep points")
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    out = REPO_ROOT / args.out
-    log("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
-    data = load_mnist(REPO_ROOT / "data", verbose=False)
+    p.add_argument("--force", action="store_true", help="recompute finished sweep points (their old result is "
+                   "moved aside to result.replaced-<time>.json)")
+    p.add_argument("--status", action="store_true", help="print each sweep point's state; trains nothing")
+    return p
+
+
+def identity(arch: str, run: str, cfg: DeepCompressionConfig) -> dict:
+    return {"campaign": "deep_compression", "arch": arch, "run": run, "config": json.loads(json.dumps(cfg.to_dict()))}
+
+
+def same_run(run: Run, res: dict) -> str | None:
+    """A result written before the runner is this run if its network and configuration agree (what the
+    old script compared)."""
+    ident = run.identity
+    bad = [f"arch {res.get('arch')!r} (declared {ident['arch']!r})"] if res.get("arch") != ident["arch"] else []
+    saved = res.get("config") or {}
+    for k in sorted(set(saved) | set(ident["config"])):
+        if saved.get(k) != ident["config"].get(k):
+            bad.append(f"config.{k} {saved.get(k)!r} (declared {ident['config'].get(k)!r})")
+    return "; ".join(bad) or None
+
+
+def campaign(args, data, command: str, root: Path | None = None) -> Campaign:
+    """The declared sweep points (networks × qualities × bit settings, in that order); ``data()`` loads
+    MNIST, and the dense / pruned stages are trained (or reloaded) once, when a point needing them runs."""
+    out = Path(root) if root is not None else REPO_ROOT / args.out
+    dense_cache: dict = {}
+    pruned_cache: dict = {}
+
+    def dense_for(arch):
+        if arch not in dense_cache:
+            dense_cache[arch] = dense_model(arch, data(), args, out)
+        return dense_cache[arch]
+
+    def job(o: Path, arch: str, q: float, run: str, cfg: DeepCompressionConfig) -> dict:
+        dense, dense_acc = dense_for(arch)
+        dc = DeepCompression(cfg, data())
+        if (arch, q) not in pruned_cache:
+            pruned_cache[arch, q] = pruned_model(dc, dense, arch, out, q, args.tag)
+        pruned, masks, history = pruned_cache[arch, q]
+        t0 = time.perf_counter()
+        result, decoded = dc.compress(pruned, arch, masks, history)
+        # the same model with the other entropy coder, for reference (same groups, other codec)
+        other = "range" if cfg.codec != "range" else "huffman"
+        alt = DeepCompression(dataclasses.replace(cfg, codec=other), data())
+        alt_bits = 8 * len(encode_compressed(arch, [t.detach() for t in decoded.parameters()],
+                                             alt.group_specs(decoded)))
+        d = result.to_json_dict()
+        d.update(run=run, method=METHOD, dense_accuracy=dense_acc, seconds=time.perf_counter() - t0,
+                 file_bits_other_codec={other: alt_bits}, file="model.mtq")
+        o.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(o / "model.mtq", result.file_bytes)
+        log(f"{run}: density {100 * result.density:.2f} %  after share (val) {100 * result.history[-3]['val_accuracy']:.2f} %"
+            f"  fine-tuned (val) {100 * result.accuracy_before_coding:.2f} %  decoded (test) {100 * result.accuracy:.2f} %  "
+            f"{result.file_bits:,} bits ({result.bits_per_weight:.3f} bits/weight, {result.compression_ratio:.1f}×; "
+            f"{other} {alt_bits:,} bits)")
+        return d
+
+    runs = []
     for arch in args.networks:
         sweep = SWEEPS[arch]
-        dense, dense_acc = dense_model(arch, data, args, out)
         for q in args.qualities or sweep["qualities"]:
             base = DeepCompressionConfig(
                 quality=q, layer_quality=tuple((n, s * q) for n, s in sweep["layer_quality_scale"].items()),
                 rounds=args.rounds, retrain_epochs=args.retrain_epochs, weight_decay=args.weight_decay,
                 finetune_epochs=args.finetune_epochs, init=args.init, codec=args.codec, seed=args.seed)
-            pruned = masks = history = None
             for conv_bits, fc_bits in sweep["bits"]:
                 cfg = dataclasses.replace(base, conv_bits=conv_bits, fc_bits=fc_bits)
                 run = f"{arch}_q{q:g}_fc{fc_bits}" if arch == "lenet300100" else f"{arch}_q{q:g}_conv{conv_bits}_fc{fc_bits}"
                 run += args.tag
-                run_dir = out / run
-                result_path = run_dir / "result.json"
-                if result_path.exists() and not args.force:
-                    saved = json.loads(result_path.read_text())
-                    if saved["config"] == cfg.to_dict():
-                        log(f"{run}: done already ({100 * saved['accuracy']:.2f} %, {saved['file_bits']:,} bits)")
-                        append_points([_point(run, saved)], args.frontier)
-                        continue
-                dc = DeepCompression(cfg, data)
-                if pruned is None:
-                    pruned, masks, history = pruned_model(dc, dense, arch, out, q, args.tag)
-                t0 = time.perf_counter()
-                result, decoded = dc.compress(pruned, arch, masks, history)
-                # the same model with the other entropy coder, for reference (same groups, other codec)
-                other = "range" if cfg.codec != "range" else "huffman"
-                alt = DeepCompression(dataclasses.replace(cfg, codec=other), data)
-                alt_bits = 8 * len(encode_compressed(arch, [t.detach() for t in decoded.parameters()],
-                                                     alt.group_specs(decoded)))
-                d = result.to_json_dict()
-                d.update(run=run, method=METHOD, dense_accuracy=dense_acc, seconds=time.perf_counter() - t0,
-                         file_bits_other_codec={other: alt_bits}, file="model.mtq")
-                run_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(run_dir / "model.mtq", result.file_bytes)
-                atomic_write_bytes(result_path, json.dumps(d, indent=1).encode())
-                append_points([_point(run, d)], args.frontier)
-                log(f"{run}: density {100 * result.density:.2f} %  after share (val) {100 * result.history[-3]['val_accuracy']:.2f} %"
-                    f"  fine-tuned (val) {100 * result.accuracy_before_coding:.2f} %  decoded (test) {100 * result.accuracy:.2f} %  "
-                    f"{result.file_bits:,} bits ({result.bits_per_weight:.3f} bits/weight, {result.compression_ratio:.1f}×; "
-                    f"{other} {alt_bits:,} bits)")
-    return 0
+                runs.append(Run(run, out / run, identity(arch, run, cfg),
+                                lambda o, arch=arch, q=q, run=run, cfg=cfg: job(o, arch, q, run, cfg)))
+    return Campaign("deep_compression", runs, out / "_state", command=command, legacy=same_run,
+                    log=lambda msg: log(msg))
+
+
+def move_aside(c: Campaign) -> None:
+    """``--force``: the selected points' old result.json / identity.json go to result.replaced-<time>.json."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for r in c.runs:
+        for name in ("result", "identity"):
+            f = Path(r.out) / f"{name}.json"
+            if f.exists():
+                f.rename(f.with_name(f"{name}.replaced-{stamp}.json"))
+                log(f"{r.name}: {f.name} moved aside to {name}.replaced-{stamp}.json (--force)")
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    torch.set_num_threads(1)
+    command = " ".join([Path(sys.executable).name, *(sys.argv if argv is None else ["experiments/deep_compression.py", *argv])])
+    log("command: " + command)
+    loaded = []
+
+    def data():
+        if not loaded:
+            loaded.append(load_mnist(REPO_ROOT / "data", verbose=False))
+        return loaded[0]
+
+    c = campaign(args, data, command)
+    if args.status:
+        for name, state in c.status().items():
+            print(f"{name}: {state}")
+        return 0
+    if args.force:
+        move_aside(c)
+    c.run("w0")
+    results = c.results()
+    for name, saved in results.items():
+        log(f"{name}: done ({100 * saved['accuracy']:.2f} %, {saved['file_bits']:,} bits)")
+    append_points([_point(name, saved) for name, saved in results.items()], args.frontier)
+    return 1 if any(v == "failed" for v in c.status().values()) else 0
 
 
 def _point(run: str, d: dict) -> dict:
