@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,3 +28,24 @@ def small_mnist(mnist):
     split = dict(mnist.split, val_size=1000)
     return MNISTTensors(mnist.train_x[:2048], mnist.train_y[:2048], mnist.test_x[:1000], mnist.test_y[:1000],
                         mnist.val_x[:1000], mnist.val_y[:1000], split)
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("experiments/x.py")``: a repository script imported as a module (registered in
+    ``sys.modules`` while the session runs: dataclasses look their module up there)."""
+    names = []
+
+    def load(relpath: str):
+        path = REPO / relpath
+        name = "script_" + path.stem
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        names.append(name)
+        return mod
+
+    yield load
+    for n in names:
+        sys.modules.pop(n, None)

@@ -1,5 +1,4 @@
 """experiments/deep_compression.py declares its sweep points for metaq_utils.campaign (issue 22)."""
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,11 +11,8 @@ REPO = Path(__file__).parents[1]
 
 
 @pytest.fixture(scope="module")
-def exp():
-    spec = importlib.util.spec_from_file_location("exp_deep_compression", REPO / "experiments" / "deep_compression.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def exp(load_script):
+    return load_script("experiments/deep_compression.py")
 
 
 def _no_data():

@@ -141,17 +141,13 @@ def test_reference_rule_on_test_is_apart_and_changes_nothing(run, small_mnist, t
     assert evaluate(model, small_mnist.test_x, small_mnist.test_y)["accuracy"] == t["test_accuracy_sparse_Cprime"]
 
 
-def test_campaign_declarations_on_the_runner(run, tmp_path):
+def test_campaign_declarations_on_the_runner(run, tmp_path, load_script):
     """experiments/metaq2025.py declares its runs for metaq_utils.campaign: a result from before the
     runner is accepted only when its network/configuration/seed/epochs/settings agree (and then gets
     its identity.json), a finished run is not retrained, another identity is refused by name."""
-    import importlib.util
     import shutil
-    from pathlib import Path
     from metaq_utils.campaign import CampaignError
-    spec = importlib.util.spec_from_file_location("exp_metaq2025", Path(__file__).parents[1] / "experiments" / "metaq2025.py")
-    exp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exp)
+    exp = load_script("experiments/metaq2025.py")
     out, _ = run
     shutil.copytree(out, tmp_path / "logged_e1_seed0")
     no_data = lambda: pytest.fail("a finished run was started again")   # noqa: E731

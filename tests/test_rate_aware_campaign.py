@@ -3,7 +3,6 @@ runner are accepted only when their RateAwareConfig/trial/checkpoints agree (and
 most complete stage of the folder: a search result that carries the test is the seeds stage's too), finished runs
 are not retrained, another identity is refused by name, and a search-only result is completed, not overwritten
 blindly."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,11 +15,8 @@ SRC = REPO / "runs" / "rate_aware" / "trial_ae10a8352788" / "lr0.0003"
 
 
 @pytest.fixture(scope="module")
-def exp():
-    spec = importlib.util.spec_from_file_location("exp_rate_aware", REPO / "experiments" / "rate_aware.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def exp(load_script):
+    return load_script("experiments/rate_aware.py")
 
 
 def _no_data():

@@ -1,7 +1,6 @@
 """experiments/soft_weight_sharing.py declares its runs for metaq_utils.campaign (issue 22): a result written
 before the runner is accepted only when its network/configuration/seed/settings agree (and then gets its
 identity.json), a finished run is not retrained, another identity is refused by name."""
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -15,11 +14,8 @@ RUN = REPO / "runs" / "soft_weight_sharing" / "lenet300100" / "tau0.1_smallest" 
 
 
 @pytest.fixture(scope="module")
-def exp():
-    spec = importlib.util.spec_from_file_location("exp_sws", REPO / "experiments" / "soft_weight_sharing.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def exp(load_script):
+    return load_script("experiments/soft_weight_sharing.py")
 
 
 def _no_data():
